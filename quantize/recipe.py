@@ -1,0 +1,128 @@
+"""The W4A8-dynamic recipe: the seed's options, its output name, and the llmcompressor objects it builds.
+
+Everything here is pure (no model, no I/O), so tests and the other modules share one definition of
+"what the seed does".
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+METHODS = ("minmax", "mse")
+SCHEMES = ("channelwise", "groupwise")
+DEFAULT_GROUPSIZE = 32
+ACT_TAG = "a8dyn"
+
+# Modules never quantized. `lm_head` is the seed's own ignore; the rest are MoE routers, which are
+# tiny, precision-critical, and which vLLM's MoE layers expect unquantized. The patterns cover the
+# router names used by DeepSeek-V2/V3 and Qwen-MoE (`mlp.gate`), Mixtral (`block_sparse_moe.gate`)
+# and Qwen-MoE's shared-expert gate. transformers 5 makes DeepSeek's router a non-Linear module, but
+# other MoE families keep it an nn.Linear, so the ignore is always spelled out.
+ROUTER_GATE_PATTERNS = (
+    r"re:.*mlp\.gate$",
+    r"re:.*block_sparse_moe\.gate$",
+    r"re:.*shared_expert_gate$",
+)
+DEFAULT_IGNORE = ("lm_head", *ROUTER_GATE_PATTERNS)
+# Routed MoE experts. vLLM's W4A8 MoE kernels exist only on Arm; `--skip-experts` leaves these in the
+# source dtype so the checkpoint also loads on x86_64.
+EXPERTS_PATTERN = r"re:.*mlp\.experts\..*"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The user's quantization choices, validated on construction."""
+
+    method: str = "mse"
+    scheme: str = "channelwise"
+    groupsize: int = DEFAULT_GROUPSIZE
+    skip_experts: bool = False
+    extra_ignore: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        if self.groupsize <= 0:
+            raise ValueError(f"groupsize must be positive, got {self.groupsize}")
+
+    @property
+    def group_size(self) -> int | None:
+        """The group size actually used: None for channelwise (the seed ignores --groupsize there)."""
+        return self.groupsize if self.scheme == "groupwise" else None
+
+    @property
+    def ignore(self) -> list[str]:
+        patterns = list(DEFAULT_IGNORE)
+        if self.skip_experts:
+            patterns.append(EXPERTS_PATTERN)
+        patterns.extend(p for p in self.extra_ignore if p not in patterns)
+        return patterns
+
+    def suffix(self) -> str:
+        """`<method>-<scheme>[-g<N>]`, exactly as the seed builds it (plus a tag when experts are skipped)."""
+        suffix = f"{self.method}-{self.scheme}"
+        if self.scheme == "groupwise":
+            suffix += f"-g{self.groupsize}"
+        if self.skip_experts:
+            suffix += "-dense-experts"
+        return suffix
+
+    def output_name(self, model_id: str) -> str:
+        """The seed's directory name: `<basename>-w4a8dyn-<method>-<scheme>[-g<N>]`."""
+        base = os.path.basename(model_id.rstrip("/"))
+        return f"{base}-w4{ACT_TAG}-{self.suffix()}"
+
+    def as_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "scheme": self.scheme,
+            "groupsize": self.group_size,
+            "skip_experts": self.skip_experts,
+            "ignore": self.ignore,
+        }
+
+    # -- llmcompressor / compressed-tensors objects (imported lazily: they pull in torch) --
+
+    def scheme_object(self):
+        """The seed's QuantizationScheme: int4 symmetric static weights, int8 asymmetric dynamic per-token
+        input activations, no output activations, targets `Linear`."""
+        from compressed_tensors.quantization import QuantizationScheme
+        from compressed_tensors.quantization.quant_args import (
+            QuantizationArgs,
+            QuantizationStrategy,
+            QuantizationType,
+        )
+
+        strategy = QuantizationStrategy.CHANNEL if self.scheme == "channelwise" else QuantizationStrategy.GROUP
+        weights = QuantizationArgs(
+            num_bits=4,
+            type=QuantizationType.INT,
+            strategy=strategy,
+            symmetric=True,
+            dynamic=False,
+            group_size=self.group_size,
+            observer=self.method,
+        )
+        input_acts = QuantizationArgs(
+            num_bits=8,
+            type=QuantizationType.INT,
+            strategy=QuantizationStrategy.TOKEN,
+            symmetric=False,
+            dynamic=True,
+            observer=None,
+        )
+        return QuantizationScheme(
+            targets=["Linear"],
+            weights=weights,
+            input_activations=input_acts,
+            output_activations=None,
+        )
+
+    def modifier(self):
+        """The seed's QuantizationModifier, with the router gates (and optionally experts) ignored."""
+        from llmcompressor.modifiers.quantization.quantization import QuantizationModifier
+
+        return QuantizationModifier(config_groups={"group_0": self.scheme_object()}, ignore=self.ignore)

@@ -1,0 +1,61 @@
+"""Check a group size against a model's Linear shapes from config.json alone, before any weight is read.
+
+The model is built on the `meta` device (no memory, no weights), so the check takes seconds even for
+DeepSeek-V2-Lite and needs only config.json from the Hub.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import QuantizeError
+from .recipe import Recipe
+
+CANDIDATE_GROUP_SIZES = (16, 32, 64, 128, 256)
+
+
+def quantizable_in_features(model_dir: Path, trust_remote_code: bool = False) -> Iterator[tuple[str, int]]:
+    """(module name, in-features) of every Linear, and of every fused 3-D expert weight
+    (transformers 5 stores experts as [experts, out, in]; llmcompressor splits them into per-expert
+    Linears named `<experts>.<i>.<proj>`, reported here as `<experts>.*.<proj>`)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            yield name, module.in_features
+            continue
+        for pname, param in module.named_parameters(recurse=False):
+            if param.ndim == 3:
+                yield f"{name}.*.{pname}", param.shape[-1]
+
+
+def is_ignored(name: str, ignore: list[str]) -> bool:
+    from compressed_tensors.utils.match import match_name
+
+    concrete = name.replace(".*.", ".0.")  # a fused expert is ignored if its first expert would be
+    return any(match_name(concrete, pattern) for pattern in ignore)
+
+
+def check_group_size(recipe: Recipe, layers: list[tuple[str, int]]) -> None:
+    """Raise QuantizeError naming the first quantized layer whose in-features the group size does not divide."""
+    size = recipe.group_size
+    if size is None:
+        return
+    targeted = [(n, f) for n, f in layers if not is_ignored(n, recipe.ignore)]
+    bad = [(n, f) for n, f in targeted if f % size]
+    if not bad:
+        return
+    name, features = bad[0]
+    working = [g for g in CANDIDATE_GROUP_SIZES if all(f % g == 0 for _, f in targeted)]
+    others = f" (and {len(bad) - 1} more layers)" if len(bad) > 1 else ""
+    sizes = ", ".join(map(str, working)) if working else "none"
+    raise QuantizeError(
+        f"--groupsize {size} does not divide the in-features of {name} ({features}){others}; "
+        f"group sizes that divide every quantized layer: {sizes}",
+        f"use --groupsize {working[-1]} or --scheme channelwise" if working else "use --scheme channelwise",
+    )

@@ -1,0 +1,159 @@
+"""`python -m quantize smoke DIR`: load a checkpoint in vLLM on CPU, prove the W4A8 path was chosen, generate.
+
+The engine runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0) so the loaded model can be inspected
+directly: every Linear vLLM built for a quantized module must use the CompressedTensorsW4A8Int scheme (and
+report its kernel: Dynamic4bitLinearKernel, KleidiAI on Arm), and every MoE layer reports its method.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+from . import checkpoint
+from .errors import QuantizeError
+
+DEFAULT_PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Arm Neoverse cores are",
+    "The red fox",
+]
+W4A8_SCHEME = "CompressedTensorsW4A8Int"
+
+
+def is_arm() -> bool:
+    return platform.machine().lower() in ("aarch64", "arm64")
+
+
+def check_runnable(directory: Path) -> None:
+    """Fail fast, before vLLM starts, on what this host cannot serve."""
+    checkpoint.quantization_config(directory)
+    if not is_arm() and checkpoint.has_quantized_experts(directory):
+        raise QuantizeError(
+            f"{directory} has W4A8 MoE experts, and vLLM's W4A8 MoE kernels exist only on Arm (aarch64); "
+            f"this host is {platform.machine()}",
+            "run smoke on an arm64 host (Graviton, Ampere), or re-quantize with --skip-experts "
+            "to leave the experts unquantized so the checkpoint also loads on x86_64",
+        )
+
+
+def describe_layers(model) -> dict:
+    """Runs inside vLLM's worker: which scheme/kernel/method each quantizable layer ended up with."""
+    linear, moe = {}, {}
+    for name, module in model.named_modules():
+        scheme = getattr(module, "scheme", None)
+        method = type(getattr(module, "quant_method", None)).__name__
+        if method.startswith("Unquantized") or method.endswith("KVCacheMethod"):
+            continue
+        if scheme is not None:
+            kernel = getattr(scheme, "kernel", None)
+            linear[name] = [type(scheme).__name__, type(kernel).__name__ if kernel is not None else None]
+        elif type(module).__name__ == "FusedMoE":
+            moe[name] = method
+        elif hasattr(module, "quant_method"):
+            linear[name] = [method, None]
+    return {"linear": linear, "moe": moe}
+
+
+def summarize(layers: dict) -> dict:
+    linear = layers["linear"]
+    w4a8 = {n: v for n, v in linear.items() if v[0] == W4A8_SCHEME}
+    return {
+        "w4a8_linear_layers": len(w4a8),
+        "other_quantized_linear_layers": {n: v[0] for n, v in linear.items() if v[0] != W4A8_SCHEME},
+        "linear_kernels": sorted({v[1] for v in w4a8.values() if v[1]}),
+        "moe_methods": sorted(set(layers["moe"].values())),
+        "moe_layers": len(layers["moe"]),
+    }
+
+
+def _engine_env() -> None:
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM otherwise reserves a large share of RAM
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # keep the model in-process for describe_layers
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries only the JSON report
+
+
+def load(directory: Path, max_model_len: int = 512, eager: bool = False):
+    """Start vLLM on the checkpoint; returns (llm, seconds). `eager` skips torch.compile (faster start)."""
+    _engine_env()
+    from vllm import LLM
+
+    config = checkpoint.read_config(directory)
+    t0 = time.perf_counter()
+    llm = LLM(
+        model=str(directory),
+        max_model_len=min(max_model_len, config.get("max_position_embeddings", max_model_len)),
+        seed=0,
+        enforce_eager=eager,
+    )
+    return llm, time.perf_counter() - t0
+
+
+def generate(llm, prompts: list[str], max_tokens: int) -> tuple[list[dict], float]:
+    from vllm import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    t0 = time.perf_counter()
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    seconds = time.perf_counter() - t0
+    results = [
+        {
+            "prompt": prompt,
+            "prompt_token_ids": list(out.prompt_token_ids),
+            "token_ids": list(out.outputs[0].token_ids),
+            "text": out.outputs[0].text,
+        }
+        for prompt, out in zip(prompts, outputs)
+    ]
+    return results, seconds
+
+
+def check_w4a8(summary: dict, directory: Path) -> None:
+    if summary["w4a8_linear_layers"] == 0:
+        raise QuantizeError(
+            f"vLLM loaded {directory} but no Linear layer uses {W4A8_SCHEME}",
+            "check config.json's quantization_config (python -m quantize validate DIR)",
+            exit_code=1,
+        )
+    if summary["other_quantized_linear_layers"]:
+        name, scheme = next(iter(summary["other_quantized_linear_layers"].items()))
+        raise QuantizeError(
+            f"vLLM chose {scheme} for {name} instead of {W4A8_SCHEME}",
+            "re-quantize with this tool's recipe",
+            exit_code=1,
+        )
+
+
+def run(directory: str | Path, prompts: list[str] | None = None, max_tokens: int = 16,
+        reference: str | None = None, eager: bool = False) -> dict:
+    directory = Path(directory)
+    check_runnable(directory)
+    prompts = prompts or DEFAULT_PROMPTS
+    llm, load_seconds = load(directory, eager=eager)
+    summary = summarize(llm.apply_model(describe_layers)[0])
+    check_w4a8(summary, directory)
+    results, gen_seconds = generate(llm, prompts, max_tokens)
+    generated = sum(len(r["token_ids"]) for r in results)
+    report = {
+        "model": str(directory),
+        "machine": platform.machine(),
+        "load_seconds": round(load_seconds, 2),
+        "generate_seconds": round(gen_seconds, 3),
+        "generated_tokens": generated,
+        "tokens_per_second": round(generated / gen_seconds, 2),
+        "layers": summary,
+        "outputs": [{"prompt": r["prompt"], "text": r["text"]} for r in results],
+    }
+    if not is_arm():
+        report["note"] = (
+            "x86_64: vLLM runs W4A8 linear layers through PyTorch's scalar reference path; "
+            "tokens/s here says nothing about Arm (KleidiAI) speed"
+        )
+    if reference:
+        from . import reference as ref
+
+        report["agreement"] = ref.agreement(directory, results)
+    return report

@@ -1,0 +1,130 @@
+"""Where the model comes from: a local directory or a Hugging Face Hub repository.
+
+Hub access goes through huggingface_hub, so downloads resume, show its progress bars and honour HF_HOME,
+HF_HUB_OFFLINE and HF_TOKEN (read by huggingface_hub itself from the environment; this module never
+reads, prints or stores the token). Every Hub failure a user can fix becomes a QuantizeError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import QuantizeError
+
+# Files a quantization run needs from a Hub repository (weights, configs, tokenizer). Custom modelling
+# code (*.py) is fetched only with --trust-remote-code.
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved model: `path` is a local directory holding at least config.json."""
+
+    model_id: str
+    path: Path
+    revision: str | None  # the Hub commit sha, None for local directories
+    is_local: bool
+
+
+def looks_like_path(model_id: str) -> bool:
+    return model_id.startswith(("/", "./", "../", "~")) or model_id.count("/") > 1 or os.sep * 2 in model_id
+
+
+def check_trust_remote_code(model_id: str, revision: str | None, trust_remote_code: bool) -> None:
+    if trust_remote_code and not os.path.isdir(model_id) and not revision:
+        raise QuantizeError(
+            f"--trust-remote-code runs Python code from the Hub repository {model_id}, but no --revision pins it",
+            "pass --revision <commit sha> after reviewing that commit's code, or drop --trust-remote-code "
+            "(transformers 5 runs DeepSeek-V2 natively)",
+        )
+
+
+def _local(model_id: str) -> Source:
+    path = Path(model_id).expanduser()
+    if not path.is_dir():
+        raise QuantizeError(
+            f"model path {model_id} is not a directory",
+            "pass a local model directory or a Hub id such as deepseek-ai/DeepSeek-V2-Lite",
+        )
+    if not (path / "config.json").is_file():
+        raise QuantizeError(
+            f"{model_id} is not a Hugging Face model directory (no config.json)",
+            "point MODEL at the directory that holds config.json and the *.safetensors files",
+        )
+    return Source(model_id=model_id, path=path.resolve(), revision=None, is_local=True)
+
+
+def _hub(model_id: str, revision: str | None, config_only: bool, trust_remote_code: bool) -> Source:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    patterns = ["config.json"] if config_only else HUB_PATTERNS + (["*.py"] if trust_remote_code else [])
+    try:
+        path = snapshot_download(model_id, revision=revision, allow_patterns=patterns)
+    except GatedRepoError as exc:
+        raise QuantizeError(
+            f"{model_id} is a gated model and this request was not authorized",
+            "accept the model's licence on huggingface.co, then export HF_TOKEN=<a read token> "
+            "(or run 'hf auth login')",
+        ) from exc
+    except RevisionNotFoundError as exc:
+        raise QuantizeError(
+            f"revision {revision} does not exist in {model_id}", "pass an existing branch, tag or commit to --revision"
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise QuantizeError(
+            f"model {model_id} was not found on the Hugging Face Hub (or it is private)",
+            "check the id, or export HF_TOKEN for a private model; for a local model pass an existing directory",
+        ) from exc
+    except HFValidationError as exc:
+        raise QuantizeError(
+            f"{model_id} is neither an existing directory nor a valid Hub model id",
+            "pass a local model directory or a Hub id such as deepseek-ai/DeepSeek-V2-Lite",
+        ) from exc
+    except LocalEntryNotFoundError as exc:
+        raise QuantizeError(
+            f"model {model_id} is not in the local Hugging Face cache and the Hub cannot be reached",
+            "connect to the network (and unset HF_HUB_OFFLINE), or set HF_HOME to the cache that holds it",
+        ) from exc
+    return Source(model_id=model_id, path=Path(path), revision=Path(path).name, is_local=False)
+
+
+def resolve(
+    model_id: str, revision: str | None = None, *, config_only: bool = False, trust_remote_code: bool = False
+) -> Source:
+    """Find the model. With `config_only`, fetch only config.json from the Hub (for early checks)."""
+    if os.path.isdir(os.path.expanduser(model_id)) or looks_like_path(model_id):
+        return _local(model_id)
+    return _hub(model_id, revision, config_only, trust_remote_code)
+
+
+def read_config(source: Source) -> dict:
+    return json.loads((source.path / "config.json").read_text())
+
+
+def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_hashes(directory: Path) -> dict[str, str]:
+    """sha256 of every regular file under `directory`, by relative path (symlinks into the HF cache are
+    followed)."""
+    return {
+        str(p.relative_to(directory)): sha256_file(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    }

@@ -1,0 +1,189 @@
+"""`python -m quantize validate DIR`: check a checkpoint against the W4A8-dynamic recipe it claims.
+
+Checks, in order, stopping at the first failure with the offending tensor named:
+1. config.json's `quantization_config` is the seed's scheme (int4 symmetric static channel/group weights,
+   int8 asymmetric dynamic per-token input activations, targets Linear, format int-quantized);
+2. every quantized module stores its weight as int8 with values in [-8, 7], a finite positive
+   `weight_scale` of shape [out, 1] (channel) or [out, in / group] (group), no zero point, no input scale;
+3. every Linear the recipe targets is quantized, and nothing it ignores is (router gates, lm_head);
+4. ignored tensors are bit-identical to the source model's, when the source is available locally;
+5. every file matches the sha256 recorded in `quantization-manifest.json`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from . import checkpoint, manifest, shapes
+from .errors import QuantizeError
+
+FIX = "re-run quantize for this model (python -m quantize MODEL ...) into a fresh directory"
+
+
+def fail(message: str) -> QuantizeError:
+    return QuantizeError(f"validation failed: {message}", FIX, exit_code=1)
+
+
+def check_config(qc: dict) -> dict:
+    groups = qc.get("config_groups") or {}
+    if len(groups) != 1:
+        raise fail(f"expected one config group, found {len(groups)}")
+    group = next(iter(groups.values()))
+    w, a = group.get("weights") or {}, group.get("input_activations") or {}
+    expected = [
+        ("targets", group.get("targets"), ["Linear"]),
+        ("format", qc.get("format"), "int-quantized"),
+        ("weights.num_bits", w.get("num_bits"), 4),
+        ("weights.type", w.get("type"), "int"),
+        ("weights.symmetric", w.get("symmetric"), True),
+        ("weights.dynamic", w.get("dynamic"), False),
+        ("input_activations.num_bits", a.get("num_bits"), 8),
+        ("input_activations.type", a.get("type"), "int"),
+        ("input_activations.strategy", a.get("strategy"), "token"),
+        ("input_activations.symmetric", a.get("symmetric"), False),
+        ("input_activations.dynamic", a.get("dynamic"), True),
+        ("output_activations", group.get("output_activations"), None),
+    ]
+    for key, got, want in expected:
+        if got != want:
+            raise fail(f"quantization_config {key} is {got!r}, the W4A8-dynamic recipe needs {want!r}")
+    if w.get("strategy") not in ("channel", "group"):
+        raise fail(f"quantization_config weights.strategy is {w.get('strategy')!r}, expected channel or group")
+    if w.get("strategy") == "group" and not w.get("group_size"):
+        raise fail("quantization_config weights.strategy is group but group_size is missing")
+    return w
+
+
+def check_tensor_pair(module: str, weight, scale, weights_args: dict) -> None:
+    import torch
+
+    if weight.dtype != torch.int8:
+        raise fail(f"{module}.weight is {weight.dtype}, expected torch.int8 (int4 values stored one per byte)")
+    if weight.ndim != 2:
+        raise fail(f"{module}.weight has shape {list(weight.shape)}, expected 2-D")
+    lo, hi = int(weight.min()), int(weight.max())
+    if lo < -8 or hi > 7:
+        raise fail(f"{module}.weight has values in [{lo}, {hi}], outside the int4 range [-8, 7]")
+    out, inp = weight.shape
+    if weights_args["strategy"] == "channel":
+        want = [out, 1]
+    else:
+        group = weights_args["group_size"]
+        if inp % group:
+            raise fail(f"{module}.weight in-features {inp} is not divisible by group_size {group}")
+        want = [out, inp // group]
+    if list(scale.shape) != want:
+        raise fail(f"{module}.weight_scale has shape {list(scale.shape)}, expected {want}")
+    if not torch.isfinite(scale).all() or not (scale > 0).all():
+        raise fail(f"{module}.weight_scale has non-finite or non-positive values")
+
+
+def expected_quantized(directory: Path, ignore: list[str], modules: set[str]) -> set[str]:
+    """Module names the recipe targets: every Linear not ignored (fused experts expanded to the
+    per-expert names present in the checkpoint)."""
+    names = set()
+    for name, _ in shapes.quantizable_in_features(directory):
+        if shapes.is_ignored(name, ignore):
+            continue
+        if ".*." in name:
+            prefix = re.escape(name.split(".*.")[0])
+            names.update(m for m in modules if re.fullmatch(prefix + r"\.\d+\.[^.]+", m))
+        else:
+            names.add(name)
+    return names
+
+
+def _source_dir(directory: Path, source: str | None) -> Path | None:
+    if source:
+        return Path(source)
+    try:
+        info = manifest.read(directory)
+    except FileNotFoundError:
+        return None
+    src = info.get("source", {})
+    path = Path(src.get("model_id", ""))
+    return path if src.get("local") and (path / "config.json").is_file() else None
+
+
+def check_untouched(reader: checkpoint.Reader, source: Path, ignored: list[str]) -> int:
+    """Ignored tensors must equal the source's bit for bit (same dtype, same values)."""
+    import torch
+    from safetensors import safe_open
+
+    wanted = set(ignored)
+    found = 0
+    for shard in checkpoint.shard_files(source):
+        with safe_open(shard, "pt") as fh:
+            for name in fh.keys():
+                if name not in wanted:
+                    continue
+                ours = reader.get(name)
+                theirs = fh.get_tensor(name)
+                if ours.dtype != theirs.dtype or not torch.equal(ours, theirs):
+                    raise fail(f"{name} is ignored by the recipe but differs from the source model's tensor")
+                found += 1
+    return found
+
+
+def check_hashes(directory: Path) -> int:
+    from .source import sha256_file
+
+    try:
+        files = manifest.read(directory)["files"]
+    except FileNotFoundError as exc:
+        raise fail(f"{manifest.MANIFEST} is missing") from exc
+    for rel, entry in files.items():
+        path = directory / rel
+        if not path.is_file():
+            raise fail(f"{rel} is listed in the manifest but missing")
+        if sha256_file(path) != entry["sha256"]:
+            raise fail(f"{rel} does not match the sha256 recorded in the manifest")
+    return len(files)
+
+
+def validate(directory: str | Path, source: str | None = None) -> dict:
+    directory = Path(directory)
+    qc = checkpoint.quantization_config(directory)
+    weights_args = check_config(qc)
+    ignore = list(qc.get("ignore") or [])
+    recipe_ignore = manifest.read(directory)["arguments"]["ignore"] if (directory / manifest.MANIFEST).exists() else []
+    ignore_all = sorted(set(ignore) | set(recipe_ignore))
+
+    shapes_ = checkpoint.tensor_shapes(directory)
+    quantized = set(checkpoint.quantized_modules(shapes_))
+    reader = checkpoint.Reader(directory)
+    for module in sorted(quantized):
+        for suffix in ("weight_zero_point", "input_scale", "input_zero_point"):
+            if f"{module}.{suffix}" in shapes_:
+                raise fail(f"{module}.{suffix} exists, but the recipe is symmetric weights, dynamic activations")
+        check_tensor_pair(
+            module,
+            reader.get(f"{module}.weight"),
+            reader.get(f"{module}.weight_scale"),
+            weights_args,
+        )
+
+    modules = {n.removesuffix(".weight") for n in shapes_ if n.endswith(".weight")}
+    expected = expected_quantized(directory, ignore_all, modules)
+    for module in sorted(quantized):
+        if shapes.is_ignored(module, ignore_all):
+            raise fail(f"{module} is ignored by the recipe (router gate or lm_head) but is stored quantized")
+    for module in sorted(expected - quantized):
+        raise fail(f"{module} is a Linear the recipe targets, but {module}.weight is stored unquantized "
+                   f"({shapes_.get(module + '.weight', ('?', 'missing'))[1]})")
+
+    ignored_tensors = sorted(f"{m}.weight" for m in modules - quantized if shapes.is_ignored(m, ignore_all))
+    src = _source_dir(directory, source)
+    compared = check_untouched(reader, src, ignored_tensors) if src else 0
+    files = check_hashes(directory)
+    return {
+        "directory": str(directory),
+        "valid": True,
+        "strategy": weights_args["strategy"],
+        "group_size": weights_args.get("group_size"),
+        "quantized_modules": len(quantized),
+        "ignored_modules": [t.removesuffix(".weight") for t in ignored_tensors],
+        "ignored_compared_to_source": compared,
+        "files_verified": files,
+    }
