@@ -1,0 +1,123 @@
+"""Quantize end to end with the real llmcompressor: both architectures, both methods, both schemes.
+Each output must validate, keep unquantized tensors in the source dtype, and carry a truthful manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from quantize import manifest, quantizer, validate
+from quantize.recipe import Recipe
+from quantize.source import sha256_file
+from tests.conftest import run_cli
+
+COMBOS = [(m, s) for m in ("minmax", "mse") for s in ("channelwise", "groupwise")]
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    """Quantize lazily, once per (arch, method, scheme) for the whole module."""
+    cache: dict = {}
+    root = tmp_path_factory.mktemp("quantized")
+
+    def get(model: Path, method: str, scheme: str, **recipe_kwargs) -> Path:
+        key = (model, method, scheme, tuple(sorted(recipe_kwargs.items())))
+        if key not in cache:
+            recipe = Recipe(method=method, scheme=scheme, groupsize=32, **recipe_kwargs)
+            job = quantizer.Job(model_id=str(model), recipe=recipe,
+                                output_dir=root / recipe.output_name(str(model)))
+            cache[key] = quantizer.run(job)
+        return cache[key]
+
+    return get
+
+
+def tensors(directory: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for shard in sorted(directory.glob("*.safetensors")):
+        with safe_open(shard, "pt") as fh:
+            out.update({k: fh.get_tensor(k) for k in fh.keys()})
+    return out
+
+
+@pytest.mark.parametrize("method,scheme", COMBOS)
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_deepseek"])
+def test_quantize_validates(arch, method, scheme, outputs, request):
+    model = request.getfixturevalue(arch)
+    out = outputs(model, method, scheme)
+    assert out.name == f"{model.name}-w4a8dyn-{method}-{scheme}" + ("-g32" if scheme == "groupwise" else "")
+    report = validate.validate(out)
+    assert report["valid"] and report["quantized_modules"] > 0
+    assert report["ignored_compared_to_source"] >= 1  # lm_head (and the router gates) equal the source's
+
+    ours, source = tensors(out), tensors(model)
+    # Unquantized tensors keep the source dtype (bf16), not the seed's fp32 upcast.
+    for name in ("model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"):
+        assert ours[name].dtype == source[name].dtype == torch.bfloat16
+        assert torch.equal(ours[name], source[name])
+    q = ours["model.layers.0.mlp.down_proj.weight"]
+    scale = ours["model.layers.0.mlp.down_proj.weight_scale"]
+    assert q.dtype == torch.int8 and q.min() >= -8 and q.max() <= 7
+    assert list(scale.shape) == ([q.shape[0], 1] if scheme == "channelwise" else [q.shape[0], q.shape[1] // 32])
+    # Dequantized weights are close to the source's: a sanity bound on int4 error, not a quality claim.
+    w = source["model.layers.0.mlp.down_proj.weight"].float()
+    deq = q.float() * scale.float().repeat_interleave(q.shape[1] // scale.shape[1], dim=1)
+    assert (deq - w).abs().max() <= scale.float().max() * 0.51 + 1e-3 or method == "mse"
+    assert torch.linalg.norm(deq - w) / torch.linalg.norm(w) < 0.25
+
+
+def test_moe_router_gates_and_experts(tiny_deepseek, outputs):
+    names = tensors(outputs(tiny_deepseek, "minmax", "channelwise"))
+    assert names["model.layers.1.mlp.gate.weight"].dtype == torch.bfloat16  # router: never quantized
+    assert "model.layers.1.mlp.gate.weight_scale" not in names
+    assert names["model.layers.1.mlp.experts.3.up_proj.weight"].dtype == torch.int8
+    assert names["model.layers.1.mlp.shared_experts.down_proj.weight"].dtype == torch.int8
+
+    dense = tensors(outputs(tiny_deepseek, "minmax", "channelwise", skip_experts=True))
+    assert dense["model.layers.1.mlp.experts.3.up_proj.weight"].dtype == torch.bfloat16
+    assert "model.layers.1.mlp.experts.3.up_proj.weight_scale" not in dense
+    assert dense["model.layers.1.mlp.shared_experts.down_proj.weight"].dtype == torch.int8
+
+
+def test_manifest(tiny_llama, outputs):
+    out = outputs(tiny_llama, "mse", "groupwise")
+    info = manifest.read(out)
+    assert info["schema"] == manifest.SCHEMA
+    assert info["source"]["model_id"] == str(tiny_llama) and info["source"]["local"] is True
+    assert info["source"]["files"]["model.safetensors"] == sha256_file(tiny_llama / "model.safetensors")
+    assert info["arguments"]["method"] == "mse" and info["arguments"]["groupsize"] == 32
+    assert info["arguments"]["dtype"] == "auto"
+    assert info["packages"]["llmcompressor"] == "0.14.0.1"
+    assert info["packages"]["compressed-tensors"] == "0.19.0"
+    assert info["peak_rss_bytes"] > 100 * 2**20
+    assert {"check", "load", "quantize", "total"} <= set(info["timings_s"])
+    written = {p.name for p in out.iterdir()} - {manifest.MANIFEST}
+    assert set(info["files"]) == written
+    for name, entry in info["files"].items():
+        assert entry["sha256"] == sha256_file(out / name)
+
+
+def test_cli_seed_interface_and_float32(tiny_llama, tmp_path):
+    """The seed's command line, plus --dtype float32 (the seed's upcast) keeping everything fp32."""
+    result = run_cli(str(tiny_llama), "--scheme", "channelwise", "--method", "minmax", "--dtype", "float32",
+                     "--output-root", str(tmp_path), env={"HF_TOKEN": "hf_secret_never_printed"})
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "tiny-llama-w4a8dyn-minmax-channelwise"
+    assert f"Quantized model saved to: {out}" in result.stdout
+    assert "hf_secret_never_printed" not in result.stdout + result.stderr
+    assert "hf_secret_never_printed" not in "".join(p.read_text(errors="ignore") for p in out.glob("*.json"))
+    names = tensors(out)
+    assert names["model.embed_tokens.weight"].dtype == torch.float32
+    assert names["model.layers.0.mlp.down_proj.weight_scale"].dtype == torch.float32
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["ignore"] == ["lm_head"]
+
+    again = run_cli(str(tiny_llama), "--scheme", "channelwise", "--method", "minmax", "--output-root", str(tmp_path))
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines()[-1] == (
+        f"error: output directory {out} already exists "
+        "(fix: pass --overwrite to replace it, or choose another --output-dir)"
+    )

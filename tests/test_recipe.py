@@ -1,0 +1,77 @@
+"""The seed's interface and recipe, kept exactly: argument parsing, output names, the quantization scheme."""
+
+from __future__ import annotations
+
+import pytest
+from compressed_tensors.quantization import QuantizationScheme
+from compressed_tensors.quantization.quant_args import QuantizationArgs, QuantizationStrategy, QuantizationType
+
+from quantize.cli import quantize_parser
+from quantize.recipe import EXPERTS_PATTERN, Recipe
+
+
+def seed_scheme(method: str, scheme: str, groupsize: int) -> QuantizationScheme:
+    """The seed script's scheme, transcribed from ../shared/seed/quantize-an-llm-to-int4.md."""
+    strategy = QuantizationStrategy.CHANNEL if scheme == "channelwise" else QuantizationStrategy.GROUP
+    weights_args = QuantizationArgs(
+        num_bits=4, type=QuantizationType.INT, strategy=strategy, symmetric=True, dynamic=False,
+        group_size=groupsize if scheme == "groupwise" else None, observer=method,
+    )
+    input_acts = QuantizationArgs(
+        num_bits=8, type=QuantizationType.INT, strategy=QuantizationStrategy.TOKEN, symmetric=False,
+        dynamic=True, observer=None,
+    )
+    return QuantizationScheme(targets=["Linear"], weights=weights_args, input_activations=input_acts,
+                              output_activations=None)
+
+
+@pytest.mark.parametrize("method", ["minmax", "mse"])
+@pytest.mark.parametrize("scheme,groupsize", [("channelwise", 32), ("groupwise", 32), ("groupwise", 64)])
+def test_scheme_is_the_seeds(method, scheme, groupsize):
+    ours = Recipe(method=method, scheme=scheme, groupsize=groupsize).scheme_object()
+    assert ours.model_dump() == seed_scheme(method, scheme, groupsize).model_dump()
+
+
+@pytest.mark.parametrize(
+    "model_id,argv,name",
+    [
+        ("deepseek-ai/DeepSeek-V2-Lite", ["--scheme", "channelwise", "--method", "mse"],
+         "DeepSeek-V2-Lite-w4a8dyn-mse-channelwise"),
+        ("deepseek-ai/DeepSeek-V2-Lite", ["--scheme", "groupwise", "--method", "minmax"],
+         "DeepSeek-V2-Lite-w4a8dyn-minmax-groupwise-g32"),
+        ("/models/llama/", ["--scheme", "groupwise", "--groupsize", "64"], "llama-w4a8dyn-mse-groupwise-g64"),
+        ("./tiny", ["--scheme", "channelwise", "--groupsize", "64"], "tiny-w4a8dyn-mse-channelwise"),
+    ],
+)
+def test_seed_arguments_and_output_name(model_id, argv, name):
+    args = quantize_parser().parse_args([model_id, *argv])
+    recipe = Recipe(method=args.method, scheme=args.scheme, groupsize=args.groupsize)
+    assert recipe.output_name(args.model_id) == name
+
+
+def test_seed_defaults_and_choices():
+    args = quantize_parser().parse_args(["m", "--scheme", "channelwise"])
+    assert (args.method, args.groupsize) == ("mse", 32)
+    with pytest.raises(SystemExit):
+        quantize_parser().parse_args(["m"])  # --scheme is required, as in the seed
+    with pytest.raises(SystemExit):
+        quantize_parser().parse_args(["m", "--scheme", "blockwise"])
+    with pytest.raises(SystemExit):
+        quantize_parser().parse_args(["m", "--scheme", "channelwise", "--method", "gptq"])
+
+
+def test_ignore_list():
+    recipe = Recipe(extra_ignore=("re:.*q_proj$", "lm_head"))
+    assert recipe.ignore[0] == "lm_head"
+    assert r"re:.*mlp\.gate$" in recipe.ignore
+    assert recipe.ignore.count("lm_head") == 1
+    assert recipe.ignore[-1] == "re:.*q_proj$"
+    assert EXPERTS_PATTERN not in recipe.ignore
+    skipping = Recipe(skip_experts=True)
+    assert EXPERTS_PATTERN in skipping.ignore
+    assert skipping.output_name("m").endswith("-dense-experts")
+
+
+def test_bad_recipe_values():
+    with pytest.raises(ValueError, match="groupsize must be positive"):
+        Recipe(scheme="groupwise", groupsize=0)
