@@ -20,23 +20,24 @@ PARTIAL = ".partial-"
 
 
 def check_target(target: Path, overwrite: bool) -> None:
-    """Fail before any work if the target exists (without --overwrite) or its parent is not writable."""
+    """Fail before any work (and without creating anything) if the target exists (without --overwrite)
+    or could not be created."""
     if target.exists() and not overwrite:
         raise QuantizeError(
             f"output directory {target} already exists",
             "pass --overwrite to replace it, or choose another --output-dir",
         )
-    parent = target.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+    ancestor = target.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
         raise QuantizeError(
-            f"cannot create output parent directory {parent}: {exc.strerror}",
+            f"cannot create the output directory under {ancestor}: it is a file",
             "choose a writable --output-root or --output-dir",
-        ) from exc
-    if not os.access(parent, os.W_OK | os.X_OK):
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
         raise QuantizeError(
-            f"output directory {parent} is not writable", "choose a writable --output-root or --output-dir"
+            f"output directory {ancestor} is not writable", "choose a writable --output-root or --output-dir"
         )
 
 
@@ -92,6 +93,7 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory; on success it becomes `target` (replacing it only with `overwrite`)."""
     target = Path(target).absolute()
     check_target(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(target)
     partial = target.parent / f".{target.name}{PARTIAL}{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)

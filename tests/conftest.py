@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -37,3 +40,40 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     """The last line of stderr: where the CLI prints its one-line error."""
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     return lines[-1] if lines else ""
+
+
+class _HubStub(BaseHTTPRequestHandler):
+    """Answers every Hub API call the way huggingface.co does for a gated or a missing repository."""
+
+    def do_GET(self):  # noqa: N802
+        self.server.paths.append(self.path)
+        self.server.auth.append(self.headers.get("Authorization", ""))
+        if "/gated-model" in self.path:
+            code, error = 401, "GatedRepo"
+            message = "Access to model org/gated-model is restricted. You must have access to it and be authenticated."
+        else:
+            code, error, message = 404, "RepoNotFound", "Repository not found"
+        self.send_response(code)
+        self.send_header("X-Error-Code", error)
+        self.send_header("X-Error-Message", message)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps({"error": message}).encode())
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hub_stub(tmp_path):
+    """A loopback stand-in for huggingface.co; yields the env that points huggingface_hub at it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HubStub)
+    server.paths, server.auth = [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_HUB_OFFLINE": "0",
+           "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5"}
+    yield env, server
+    server.shutdown()

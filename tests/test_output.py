@@ -108,6 +108,6 @@ def test_unwritable_parent_is_refused_before_work(tmp_path):
     with pytest.raises(QuantizeError) as info, atomic_directory(blocker / "sub" / "model"):
         pytest.fail("must not start")
     assert info.value.format() == (
-        f"error: cannot create output parent directory {blocker / 'sub'}: Not a directory "
+        f"error: cannot create the output directory under {blocker}: it is a file "
         "(fix: choose a writable --output-root or --output-dir)"
     )
