@@ -73,7 +73,11 @@ def smoke_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", action="append", default=None, help="prompt (repeatable; default: built-in set)")
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--eager", action="store_true", help="skip torch.compile (starts faster, runs slower)")
-    p.add_argument("--reference", help="unquantized source model: also check agreement with a PyTorch reference")
+    p.add_argument(
+        "--reference", nargs="?", const="", default=None, metavar="CHECKPOINT",
+        help="also check vLLM's tokens against a PyTorch reference built from this checkpoint's dequantized "
+        "weights (or from another CHECKPOINT's); exit 1 if they disagree",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 

@@ -41,19 +41,19 @@ def check_runnable(directory: Path) -> None:
 
 
 def describe_layers(model) -> dict:
-    """Runs inside vLLM's worker: which scheme/kernel/method each quantizable layer ended up with."""
+    """Runs inside vLLM's worker: which scheme/kernel (Linear) or method (MoE) each layer ended up with."""
     linear, moe = {}, {}
     for name, module in model.named_modules():
-        scheme = getattr(module, "scheme", None)
-        method = type(getattr(module, "quant_method", None)).__name__
-        if method.startswith("Unquantized") or method.endswith("KVCacheMethod"):
+        method_cls = type(getattr(module, "quant_method", None))
+        method = method_cls.__name__
+        if any(cls.__name__ == "FusedMoEMethodBase" for cls in method_cls.__mro__):
+            moe[name] = method
+        elif method.startswith("Unquantized") or method.endswith("KVCacheMethod") or method == "NoneType":
             continue
-        if scheme is not None:
+        elif (scheme := getattr(module, "scheme", None)) is not None:
             kernel = getattr(scheme, "kernel", None)
             linear[name] = [type(scheme).__name__, type(kernel).__name__ if kernel is not None else None]
-        elif type(module).__name__ == "FusedMoE":
-            moe[name] = method
-        elif hasattr(module, "quant_method"):
+        else:
             linear[name] = [method, None]
     return {"linear": linear, "moe": moe}
 
@@ -152,8 +152,8 @@ def run(directory: str | Path, prompts: list[str] | None = None, max_tokens: int
             "x86_64: vLLM runs W4A8 linear layers through PyTorch's scalar reference path; "
             "tokens/s here says nothing about Arm (KleidiAI) speed"
         )
-    if reference:
+    if reference is not None:
         from . import reference as ref
 
-        report["agreement"] = ref.agreement(directory, results)
+        report["agreement"] = ref.agreement(Path(reference) if reference else directory, results)
     return report
