@@ -78,7 +78,8 @@ test: $(STAMP) ## Run the test suite (about 10 minutes on 2 cores)
 .PHONY: lint
 lint: $(STAMP) ## ruff and shellcheck
 	$(PY) -m ruff check quantize tests scripts
-	shellcheck scripts/*.sh .ci/run
+	$(PY) -m ruff format --check quantize tests scripts
+	$(VENV)/bin/shellcheck scripts/*.sh .ci/run
 
 .PHONY: lock
 lock: ## Regenerate the hash locks in requirements/ (needs PyPI and uv)
@@ -87,3 +88,7 @@ lock: ## Regenerate the hash locks in requirements/ (needs PyPI and uv)
 .PHONY: clean
 clean: ## Remove OUT/ and caches (keeps .venv)
 	rm -rf $(OUT) .pytest_cache .ruff_cache
+
+.PHONY: bench-seed
+bench-seed: $(STAMP) ## Seed script vs quantize side by side: wall time, peak RSS, output size
+	$(PY) scripts/bench-seed.py

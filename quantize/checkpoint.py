@@ -74,7 +74,6 @@ def has_quantized_experts(directory: Path) -> bool:
     return any(EXPERT_RE.search(name) for name in quantized_modules(tensor_shapes(directory)))
 
 
-
 class Reader:
     """Random access to a checkpoint's tensors by name; the name -> shard index is read once."""
 

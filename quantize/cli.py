@@ -25,12 +25,8 @@ def quantize_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model_id", type=str, help="Model identifier or path")
     p.add_argument("--method", type=str, choices=list(METHODS), default="mse", help="Quantization method")
-    p.add_argument(
-        "--scheme", type=str, choices=list(SCHEMES), required=True, help="Quantization scheme for weights"
-    )
-    p.add_argument(
-        "--groupsize", type=int, default=DEFAULT_GROUPSIZE, help="Group size for groupwise quantization"
-    )
+    p.add_argument("--scheme", type=str, choices=list(SCHEMES), required=True, help="Quantization scheme for weights")
+    p.add_argument("--groupsize", type=int, default=DEFAULT_GROUPSIZE, help="Group size for groupwise quantization")
     p.add_argument("--output-dir", help="exact output directory (default: <output-root>/<seed's name>)")
     p.add_argument("--output-root", help="directory to create the seed-named output in (default: .)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
@@ -42,15 +38,20 @@ def quantize_parser() -> argparse.ArgumentParser:
         help="load dtype; 'auto' keeps the checkpoint's (bf16 for DeepSeek-V2-Lite); float32 is the seed's upcast",
     )
     p.add_argument(
-        "--ignore", action="append", default=[], metavar="PATTERN",
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="PATTERN",
         help="extra module name or 're:<regex>' to leave unquantized (repeatable)",
     )
     p.add_argument(
-        "--skip-experts", action="store_true",
+        "--skip-experts",
+        action="store_true",
         help="leave routed MoE experts unquantized (needed to serve MoE checkpoints on x86_64)",
     )
     p.add_argument(
-        "--trust-remote-code", action="store_true",
+        "--trust-remote-code",
+        action="store_true",
         help="run the repository's own modelling code (Hub models also need --revision)",
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -58,7 +59,9 @@ def quantize_parser() -> argparse.ArgumentParser:
 
 
 def validate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m quantize validate", description="Check a checkpoint against its recipe.")
+    p = argparse.ArgumentParser(
+        prog="python -m quantize validate", description="Check a checkpoint against its recipe."
+    )
     p.add_argument("directory")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -74,7 +77,11 @@ def smoke_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--eager", action="store_true", help="skip torch.compile (starts faster, runs slower)")
     p.add_argument(
-        "--reference", nargs="?", const="", default=None, metavar="CHECKPOINT",
+        "--reference",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="CHECKPOINT",
         help="also check vLLM's tokens against a PyTorch reference built from this checkpoint's dequantized "
         "weights (or from another CHECKPOINT's); exit 1 if they disagree",
     )
@@ -90,8 +97,11 @@ def _quantize(argv: list[str]) -> int:
     _DEBUG[0] = args.debug
     try:
         recipe = Recipe(
-            method=args.method, scheme=args.scheme, groupsize=args.groupsize,
-            skip_experts=args.skip_experts, extra_ignore=tuple(args.ignore),
+            method=args.method,
+            scheme=args.scheme,
+            groupsize=args.groupsize,
+            skip_experts=args.skip_experts,
+            extra_ignore=tuple(args.ignore),
         )
     except ValueError as exc:
         raise QuantizeError(str(exc), "see python -m quantize --help") from exc
@@ -123,8 +133,9 @@ def _smoke(argv: list[str]) -> int:
 
     args = smoke_parser().parse_args(argv)
     _DEBUG[0] = args.debug
-    report = smoke.run(args.directory, prompts=args.prompt, max_tokens=args.max_tokens, reference=args.reference,
-                       eager=args.eager)
+    report = smoke.run(
+        args.directory, prompts=args.prompt, max_tokens=args.max_tokens, reference=args.reference, eager=args.eager
+    )
     print(json.dumps(report, indent=2))
     return 0 if report.get("agreement", {}).get("passed", True) else 1
 
@@ -134,7 +145,7 @@ _DEBUG = [False]
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = {"validate": _validate, "smoke": _smoke}.get(argv[0] if argv else "", None)
+    command = {"validate": _validate, "smoke": _smoke}.get(argv[0] if argv else "")
     try:
         return command(argv[1:]) if command else _quantize(argv)
     except QuantizeError as exc:

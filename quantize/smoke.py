@@ -106,7 +106,7 @@ def generate(llm, prompts: list[str], max_tokens: int) -> tuple[list[dict], floa
             "token_ids": list(out.outputs[0].token_ids),
             "text": out.outputs[0].text,
         }
-        for prompt, out in zip(prompts, outputs)
+        for prompt, out in zip(prompts, outputs, strict=True)
     ]
     return results, seconds
 
@@ -127,8 +127,13 @@ def check_w4a8(summary: dict, directory: Path) -> None:
         )
 
 
-def run(directory: str | Path, prompts: list[str] | None = None, max_tokens: int = 16,
-        reference: str | None = None, eager: bool = False) -> dict:
+def run(
+    directory: str | Path,
+    prompts: list[str] | None = None,
+    max_tokens: int = 16,
+    reference: str | None = None,
+    eager: bool = False,
+) -> dict:
     directory = Path(directory)
     check_runnable(directory)
     prompts = prompts or DEFAULT_PROMPTS

@@ -170,8 +170,10 @@ def validate(directory: str | Path, source: str | None = None) -> dict:
         if shapes.is_ignored(module, ignore_all):
             raise fail(f"{module} is ignored by the recipe (router gate or lm_head) but is stored quantized")
     for module in sorted(expected - quantized):
-        raise fail(f"{module} is a Linear the recipe targets, but {module}.weight is stored unquantized "
-                   f"({shapes_.get(module + '.weight', ('?', 'missing'))[1]})")
+        raise fail(
+            f"{module} is a Linear the recipe targets, but {module}.weight is stored unquantized "
+            f"({shapes_.get(module + '.weight', ('?', 'missing'))[1]})"
+        )
 
     ignored_tensors = sorted(f"{m}.weight" for m in modules - quantized if shapes.is_ignored(m, ignore_all))
     src = _source_dir(directory, source)

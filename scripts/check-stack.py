@@ -21,7 +21,10 @@ from pathlib import Path
 
 REQ = Path(__file__).resolve().parent.parent / "requirements"
 ALLOWED = [
-    re.compile(r"^vllm(-cpu)? \S+ has requirement compressed-tensors==0\.17\.0, but you have compressed-tensors 0\.19\.0\.$"),
+    re.compile(
+        r"^vllm(-cpu)? \S+ has requirement compressed-tensors==0\.17\.0, "
+        r"but you have compressed-tensors 0\.19\.0\.$"
+    ),
     re.compile(r"^vllm(-cpu)? \S+ requires (torchvision|torchaudio|torchcodec), which is not installed\.$"),
 ]
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^\s;\\]+)")
@@ -82,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  - {p}", file=sys.stderr)
         print("check-stack: fix: rerun scripts/install-stack.sh in a fresh environment (make venv)", file=sys.stderr)
         return 1
-    print(f"check-stack: ok ({len(expected)} pinned packages at their locked versions; "
-          "pip check shows only the accepted compressed-tensors override and removed torch add-ons)")
+    print(
+        f"check-stack: ok ({len(expected)} pinned packages at their locked versions; "
+        "pip check shows only the accepted compressed-tensors override and removed torch add-ons)"
+    )
     return 0
 
 

@@ -28,8 +28,7 @@ def outputs(tmp_path_factory):
         key = (model, method, scheme, tuple(sorted(recipe_kwargs.items())))
         if key not in cache:
             recipe = Recipe(method=method, scheme=scheme, groupsize=32, **recipe_kwargs)
-            job = quantizer.Job(model_id=str(model), recipe=recipe,
-                                output_dir=root / recipe.output_name(str(model)))
+            job = quantizer.Job(model_id=str(model), recipe=recipe, output_dir=root / recipe.output_name(str(model)))
             cache[key] = quantizer.run(job)
         return cache[key]
 
@@ -103,8 +102,18 @@ def test_manifest(tiny_llama, outputs):
 
 def test_cli_seed_interface_and_float32(tiny_llama, tmp_path):
     """The seed's command line, plus --dtype float32 (the seed's upcast) keeping everything fp32."""
-    result = run_cli(str(tiny_llama), "--scheme", "channelwise", "--method", "minmax", "--dtype", "float32",
-                     "--output-root", str(tmp_path), env={"HF_TOKEN": "hf_secret_never_printed"})
+    result = run_cli(
+        str(tiny_llama),
+        "--scheme",
+        "channelwise",
+        "--method",
+        "minmax",
+        "--dtype",
+        "float32",
+        "--output-root",
+        str(tmp_path),
+        env={"HF_TOKEN": "hf_secret_never_printed"},
+    )
     assert result.returncode == 0, result.stderr
     out = tmp_path / "tiny-llama-w4a8dyn-minmax-channelwise"
     assert f"Quantized model saved to: {out}" in result.stdout

@@ -14,15 +14,25 @@ def seed_scheme(method: str, scheme: str, groupsize: int) -> QuantizationScheme:
     """The seed script's scheme, transcribed from ../shared/seed/quantize-an-llm-to-int4.md."""
     strategy = QuantizationStrategy.CHANNEL if scheme == "channelwise" else QuantizationStrategy.GROUP
     weights_args = QuantizationArgs(
-        num_bits=4, type=QuantizationType.INT, strategy=strategy, symmetric=True, dynamic=False,
-        group_size=groupsize if scheme == "groupwise" else None, observer=method,
+        num_bits=4,
+        type=QuantizationType.INT,
+        strategy=strategy,
+        symmetric=True,
+        dynamic=False,
+        group_size=groupsize if scheme == "groupwise" else None,
+        observer=method,
     )
     input_acts = QuantizationArgs(
-        num_bits=8, type=QuantizationType.INT, strategy=QuantizationStrategy.TOKEN, symmetric=False,
-        dynamic=True, observer=None,
+        num_bits=8,
+        type=QuantizationType.INT,
+        strategy=QuantizationStrategy.TOKEN,
+        symmetric=False,
+        dynamic=True,
+        observer=None,
     )
-    return QuantizationScheme(targets=["Linear"], weights=weights_args, input_activations=input_acts,
-                              output_activations=None)
+    return QuantizationScheme(
+        targets=["Linear"], weights=weights_args, input_activations=input_acts, output_activations=None
+    )
 
 
 @pytest.mark.parametrize("method", ["minmax", "mse"])
@@ -35,10 +45,16 @@ def test_scheme_is_the_seeds(method, scheme, groupsize):
 @pytest.mark.parametrize(
     "model_id,argv,name",
     [
-        ("deepseek-ai/DeepSeek-V2-Lite", ["--scheme", "channelwise", "--method", "mse"],
-         "DeepSeek-V2-Lite-w4a8dyn-mse-channelwise"),
-        ("deepseek-ai/DeepSeek-V2-Lite", ["--scheme", "groupwise", "--method", "minmax"],
-         "DeepSeek-V2-Lite-w4a8dyn-minmax-groupwise-g32"),
+        (
+            "deepseek-ai/DeepSeek-V2-Lite",
+            ["--scheme", "channelwise", "--method", "mse"],
+            "DeepSeek-V2-Lite-w4a8dyn-mse-channelwise",
+        ),
+        (
+            "deepseek-ai/DeepSeek-V2-Lite",
+            ["--scheme", "groupwise", "--method", "minmax"],
+            "DeepSeek-V2-Lite-w4a8dyn-minmax-groupwise-g32",
+        ),
         ("/models/llama/", ["--scheme", "groupwise", "--groupsize", "64"], "llama-w4a8dyn-mse-groupwise-g64"),
         ("./tiny", ["--scheme", "channelwise", "--groupsize", "64"], "tiny-w4a8dyn-mse-channelwise"),
     ],

@@ -27,8 +27,15 @@ def deepseek_v2_lite_config_only(tmp_path) -> Path:
 
 def test_deepseek_v2_lite_groupsize_128_fails_in_seconds_naming_the_layer(deepseek_v2_lite_config_only, tmp_path):
     t0 = time.perf_counter()
-    result = run_cli(str(deepseek_v2_lite_config_only), "--scheme", "groupwise", "--groupsize", "128",
-                     "--output-root", str(tmp_path / "out"))
+    result = run_cli(
+        str(deepseek_v2_lite_config_only),
+        "--scheme",
+        "groupwise",
+        "--groupsize",
+        "128",
+        "--output-root",
+        str(tmp_path / "out"),
+    )
     elapsed = time.perf_counter() - t0
     assert result.returncode == 2, result.stderr
     assert error_line(result) == (

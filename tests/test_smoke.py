@@ -43,8 +43,9 @@ def llama_groupwise(tiny_llama, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("method,scheme", [("minmax", "groupwise"), ("mse", "channelwise")])
 def test_dense_model_agrees_with_reference(tiny_llama, llama_groupwise, tmp_path, method, scheme):
-    ckpt = llama_groupwise if scheme == "groupwise" else quantize(tiny_llama, tmp_path / "c", method=method,
-                                                                   scheme=scheme)
+    ckpt = (
+        llama_groupwise if scheme == "groupwise" else quantize(tiny_llama, tmp_path / "c", method=method, scheme=scheme)
+    )
     code, report, stderr = smoke(str(ckpt), "--reference")
     assert code == 0, stderr[-3000:]
     layers = report["layers"]
@@ -87,10 +88,10 @@ def test_moe_experts_on_x86_fail_fast(tiny_deepseek, tmp_path):
 
 
 def test_moe_with_dense_experts_loads_and_generates(tiny_deepseek, tmp_path):
-    ckpt = quantize(tiny_deepseek, tmp_path / "moe-dense", method="minmax", scheme="groupwise",
-                    skip_experts=True)
-    code, report, stderr = smoke(str(ckpt))
+    ckpt = quantize(tiny_deepseek, tmp_path / "moe-dense", method="minmax", scheme="groupwise", skip_experts=True)
+    code, report, stderr = smoke(str(ckpt), "--reference")
     assert code == 0, stderr[-3000:]
+    assert report["agreement"]["passed"], report["agreement"]
     layers = report["layers"]
     # layer 0: qkv-less MLA projections + dense MLP; layer 1: MLA + shared experts (routed experts bf16)
     assert layers["w4a8_linear_layers"] == 12

