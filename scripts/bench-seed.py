@@ -72,12 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         opts = ["--method", args.method, "--scheme", args.scheme]
         (work / "seed").mkdir(exist_ok=True)
         (work / "ours").mkdir(exist_ok=True)
+        ours = [sys.executable, "-m", "quantize", str(model), *opts, "--overwrite", "--output-root", str(work / "ours")]
         runs = {
             "seed script": ([sys.executable, str(SEED), str(model), *opts], work / "seed"),
-            "python -m quantize": (
-                [sys.executable, "-m", "quantize", str(model), *opts, "--overwrite", "--output-root", str(work / "ours")],
-                ROOT,
-            ),
+            "python -m quantize": (ours, ROOT),
         }
         rows = {}
         for name, (cmd, cwd) in runs.items():
