@@ -17,6 +17,7 @@ VENV            ?= .venv
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 VLLM_WHEEL      ?=
 PYTEST_ARGS     ?=
+BENCH_SHAPE     ?= smollm-135m
 
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -90,5 +91,5 @@ clean: ## Remove OUT/ and caches (keeps .venv)
 	rm -rf $(OUT) .pytest_cache .ruff_cache
 
 .PHONY: bench-seed
-bench-seed: $(STAMP) ## Seed script vs quantize side by side: wall time, peak RSS, output size
-	$(PY) scripts/bench-seed.py
+bench-seed: $(STAMP) ## Seed script vs quantize side by side: wall time, peak RSS, output size (BENCH_SHAPE)
+	$(PY) scripts/bench-seed.py --shape $(BENCH_SHAPE)

@@ -2,8 +2,8 @@
 """Seed script vs `python -m quantize`, side by side in one run, on the same model: wall time, peak RSS of
 each process (from wait4's rusage) and output size. `make bench-seed` runs it.
 
-The model is a random-weight Llama with SmolLM-135M's shapes (bf16 safetensors, about 270 MB), built
-offline: big enough that memory is dominated by weights, small enough to run anywhere in minutes.
+The model is a random-weight Llama built offline, with SmolLM-135M's shapes (326 MB bf16, the default) or a
+1.1B Llama-style shape (`--shape llama-1b`, 2.2 GB bf16) where weights dominate memory.
 Prints a Markdown table; ratios are quantize / seed.
 """
 
@@ -21,7 +21,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "scripts" / "seed" / "quantize_vllm_models.py"
 
 
-def build_model(path: Path) -> Path:
+SHAPES = {
+    "smollm-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                        num_attention_heads=9, num_key_value_heads=3),
+    "llama-1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                     num_attention_heads=32, num_key_value_heads=4),
+}  # fmt: skip
+
+
+def build_model(path: Path, shape: str) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -29,8 +37,7 @@ def build_model(path: Path) -> Path:
     from tests.tiny_models import corpus, train_tokenizer
 
     config = LlamaConfig(
-        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-        num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048, tie_word_embeddings=False,
+        **SHAPES[shape], max_position_embeddings=2048, tie_word_embeddings=False,
         bos_token_id=0, eos_token_id=1, pad_token_id=1,
     )  # fmt: skip
     torch.manual_seed(0)
@@ -61,14 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temporary directory)")
     parser.add_argument("--method", default="minmax", choices=["minmax", "mse"])
     parser.add_argument("--scheme", default="channelwise", choices=["channelwise", "groupwise"])
+    parser.add_argument("--shape", default="smollm-135m", choices=sorted(SHAPES))
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-seed-") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        model = work / "smollm-135m-shape"
+        model = work / f"{args.shape}-shape"
         if not (model / "config.json").exists():
-            build_model(model)
+            build_model(model, args.shape)
         opts = ["--method", args.method, "--scheme", args.scheme]
         (work / "seed").mkdir(exist_ok=True)
         (work / "ours").mkdir(exist_ok=True)
