@@ -158,7 +158,10 @@ FROM stack AS test
 COPY requirements /src/requirements
 COPY Dockerfile Makefile /src/
 COPY tests /src/tests
-RUN pip install --no-cache-dir --no-deps --require-hashes -r /src/requirements/dev.txt
+RUN --mount=type=secret,id=ca \
+    set -eux; \
+    if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
+    pip install --no-cache-dir --no-deps --require-hashes -r /src/requirements/dev.txt
 ENV HF_HUB_OFFLINE=1
 CMD ["python", "-m", "pytest", "-q", "/src/tests"]
 

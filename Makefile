@@ -115,6 +115,11 @@ image-local: ## Build the image with no registry/GitHub: Debian base via deboots
 	DOCKER=$(DOCKER) IMAGE=$(IMAGE)-test TARGET=test CA_BUNDLE=$(or $(CA_BUNDLE),/etc/ssl/certs/ca-certificates.crt) \
 	  scripts/image-local.sh
 
+.PHONY: image-check
+image-check: image-local ## One command, no registry: build the image, then demo + test suite inside it
+	$(MAKE) demo RUNNER=docker
+	$(MAKE) test-image
+
 .PHONY: test-image
 test-image: ## Run the test suite inside the image's test stage ($(IMAGE)-test)
 	$(DOCKER) run --rm --shm-size $(SHM_SIZE) $(IMAGE)-test
