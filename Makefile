@@ -26,6 +26,10 @@ VLLM_ARM_ISA    ?= neoverse-n1
 CA_BUNDLE       ?=
 HF_CACHE        ?= $(HOME)/.cache/huggingface
 SHM_SIZE        ?= 4g
+DOCKER_BUILD    ?= DOCKER_BUILDKIT=1 $(DOCKER) build
+BUILD_FLAGS     ?=
+PLATFORM        ?=
+EXTRA_TAGS      ?=
 # where quantize/validate/smoke run: docker once $(IMAGE) exists, else this host's .venv
 RUNNER          ?= $(shell $(DOCKER) image inspect $(IMAGE) >/dev/null 2>&1 && echo docker || echo host)
 
@@ -100,13 +104,28 @@ demo: tiny-model ## Quantize the tiny model, validate it and smoke it in vLLM (R
 
 ##@ Container
 
-CA_SECRET = $(if $(CA_BUNDLE),--secret id=ca,src=$(CA_BUNDLE))
+comma := ,
+CA_SECRET = $(if $(CA_BUNDLE),--secret id=ca$(comma)src=$(CA_BUNDLE))
+
+BUILD_OPTS = $(CA_SECRET) $(BUILD_FLAGS) $(if $(PLATFORM),--platform $(PLATFORM)) \
+  --build-arg MAX_JOBS=$(MAX_JOBS) --build-arg VLLM_ARM_ISA=$(VLLM_ARM_ISA) \
+  --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) --build-arg VCS_REF=$$(git rev-parse --short HEAD)
 
 .PHONY: image
 image: ## Build the image here, compiling vLLM for CPU (VLLM_ARM_ISA, MAX_JOBS, CA_BUNDLE; ~1 h on 16 vCPU)
-	DOCKER_BUILDKIT=1 $(DOCKER) build $(CA_SECRET) --build-arg MAX_JOBS=$(MAX_JOBS) \
-	  --build-arg VLLM_ARM_ISA=$(VLLM_ARM_ISA) --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
-	  --build-arg VCS_REF=$$(git rev-parse --short HEAD) -t $(IMAGE) .
+	$(DOCKER_BUILD) $(BUILD_OPTS) -t $(IMAGE) .
+
+.PHONY: image-test
+image-test: ## Build the test stage as $(IMAGE)-test (shares every layer with image)
+	$(DOCKER_BUILD) $(BUILD_OPTS) --target test -t $(IMAGE)-test .
+
+.PHONY: image-push
+image-push: ## Build for PLATFORM and push IMAGE with SBOM and provenance attestations (buildx)
+	$(DOCKER) buildx build --push --sbom=true --provenance=mode=max $(BUILD_OPTS) -t $(IMAGE) .
+
+.PHONY: image-manifest
+image-manifest: ## Join IMAGE-arm64 and IMAGE-amd64 into the multi-arch IMAGE (and EXTRA_TAGS)
+	$(DOCKER) buildx imagetools create -t $(IMAGE) $(foreach t,$(EXTRA_TAGS),-t $(t)) $(IMAGE)-arm64 $(IMAGE)-amd64
 
 .PHONY: image-local
 image-local: ## Build the image with no registry/GitHub: Debian base via debootstrap, wheels from pip (amd64)
@@ -135,11 +154,12 @@ test: $(STAMP) ## Run the test suite (about 3 minutes on 2 cores)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: $(STAMP) ## ruff, shellcheck and hadolint
+lint: $(STAMP) ## ruff, shellcheck, hadolint and zizmor (workflows, offline)
 	$(PY) -m ruff check quantize tests scripts
 	$(PY) -m ruff format --check quantize tests scripts
 	$(VENV)/bin/shellcheck scripts/*.sh .ci/run
 	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/zizmor --offline --min-severity low .github/workflows
 
 .PHONY: lock
 lock: ## Regenerate the hash locks in requirements/ (needs PyPI and uv)
