@@ -18,6 +18,9 @@ TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 VLLM_WHEEL      ?=
 PYTEST_ARGS     ?=
 BENCH_SHAPE     ?= smollm-135m
+LAYERS          ?= 4
+SHARD_GB        ?= 5
+ENGINES         ?=
 # container knobs
 IMAGE           ?= vllm-arm-int4:0.1.0
 DOCKER          ?= docker
@@ -172,3 +175,7 @@ clean: ## Remove OUT/ and caches (keeps .venv)
 .PHONY: bench-seed
 bench-seed: $(STAMP) ## Seed script vs quantize side by side: wall time, peak RSS, output size (BENCH_SHAPE)
 	$(PY) scripts/bench-seed.py --shape $(BENCH_SHAPE)
+
+.PHONY: bench-stream
+bench-stream: $(STAMP) ## Load path vs model_free_ptq vs streaming vs I/O floor on synthetic DeepSeek-V2-Lite (LAYERS, SHARD_GB)
+	$(PY) scripts/bench-stream.py --layers $(LAYERS) --shard-gb $(SHARD_GB) $(if $(ENGINES),--engines $(ENGINES))

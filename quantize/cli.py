@@ -54,6 +54,13 @@ def quantize_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the repository's own modelling code (Hub models also need --revision)",
     )
+    p.add_argument(
+        "--engine",
+        choices=["auto", "stream", "load"],
+        default="auto",
+        help="stream: quantize tensor by tensor with bounded memory (same output as load); load: the seed's way, "
+        "loading the whole model; auto: stream where it applies",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -113,6 +120,7 @@ def _quantize(argv: list[str]) -> int:
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
         overwrite=args.overwrite,
+        engine=args.engine,
     )
     quantizer.run(job)
     return 0

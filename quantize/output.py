@@ -89,15 +89,19 @@ def _fsync_tree(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory; on success it becomes `target` (replacing it only with `overwrite`)."""
+def atomic_directory(target: Path, overwrite: bool = False, resumable: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory; on success it becomes `target` (replacing it only with `overwrite`).
+
+    `resumable`: the partial directory has a fixed name (`.<name>.partial-resume`) and survives failures, so
+    a rerun can pick up what a killed run finished (the streaming engine checks what it may reuse)."""
     target = Path(target).absolute()
     check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(target)
-    partial = target.parent / f".{target.name}{PARTIAL}{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    partial = target.parent / f".{target.name}{PARTIAL}{'resume' if resumable else os.getpid()}"
+    if not resumable:
+        shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(exist_ok=resumable)
     try:
         with _sigterm_as_exit():
             yield partial
@@ -114,5 +118,5 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
             else:
                 os.rename(partial, target)
     finally:
-        if partial.exists():
+        if partial.exists() and not resumable:
             shutil.rmtree(partial, ignore_errors=True)

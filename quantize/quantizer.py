@@ -29,6 +29,8 @@ class Job:
     dtype: str = "auto"
     trust_remote_code: bool = False
     overwrite: bool = False
+    engine: str = "load"  # "load" (oneshot on the loaded model), "stream" (tensor by tensor), "auto"
+    shard_bytes: int = 1 << 30  # streaming output shard size
 
 
 def output_path(model_id: str, recipe: Recipe, output_dir: str | None, output_root: str | None) -> Path:
@@ -64,6 +66,28 @@ def run(job: Job, log=print) -> Path:
             "convert the checkpoint to safetensors (transformers save_pretrained does) and retry",
         )
 
+    engine = choose_engine(job, src.path, log)
+    arguments = {**job.recipe.as_dict(), "dtype": job.dtype, "trust_remote_code": job.trust_remote_code,
+                 "engine": engine}  # fmt: skip
+    source_info = {
+        "model_id": job.model_id,
+        "revision": src.revision or job.revision,
+        "local": src.is_local,
+        "files": source_files,
+    }
+    if engine == "stream":
+        from . import stream
+
+        with output.atomic_directory(target, overwrite=job.overwrite, resumable=True) as partial:
+            with timer("quantize"):
+                fingerprint = {"source": source_files, "arguments": arguments, "shard_bytes": job.shard_bytes}
+                stats = stream.run(src.path, job.recipe, partial, fingerprint, job.shard_bytes,
+                                   job.trust_remote_code, log)  # fmt: skip
+            info = manifest.build(source=source_info, arguments={**arguments, **stats}, timings=timer.as_dict(),
+                                  directory=partial)  # fmt: skip
+            manifest.write(partial, info)
+        return _done(target, info, log)
+
     import torch
     from llmcompressor import oneshot
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -84,19 +108,31 @@ def run(job: Job, log=print) -> Path:
                 output_dir=str(partial),
                 trust_remote_code_model=job.trust_remote_code,
             )
-        arguments = {**job.recipe.as_dict(), "dtype": job.dtype, "trust_remote_code": job.trust_remote_code}
-        info = manifest.build(
-            source={
-                "model_id": job.model_id,
-                "revision": src.revision or job.revision,
-                "local": src.is_local,
-                "files": source_files,
-            },
-            arguments=arguments,
-            timings=timer.as_dict(),
-            directory=partial,
-        )
+        info = manifest.build(source=source_info, arguments=arguments, timings=timer.as_dict(), directory=partial)
         manifest.write(partial, info)
+    return _done(target, info, log)
+
+
+def choose_engine(job: Job, source_dir: Path, log) -> str:
+    """`stream` where it applies (data-free scheme, safetensors, per-module tensor names), else `load`."""
+    if job.engine == "load":
+        return "load"
+    from . import stream
+
+    reason = stream.unsupported_reason(source_dir, job.trust_remote_code)
+    if job.dtype not in ("auto",):
+        reason = reason or f"--dtype {job.dtype} (streaming keeps the checkpoint's dtype)"
+    if reason is None:
+        return "stream"
+    if job.engine == "stream":
+        raise QuantizeError(
+            f"the streaming engine cannot quantize {job.model_id}: {reason}", "use --engine load (or auto)"
+        )
+    log(f"Streaming does not apply ({reason}); loading the model instead.")
+    return "load"
+
+
+def _done(target: Path, info: dict, log) -> Path:
     log(f"Quantized model saved to: {target}")
     log(f"Peak RSS {info['peak_rss_bytes'] / 2**30:.2f} GiB, total {info['timings_s']['total']:.1f} s")
     return target

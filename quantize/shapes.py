@@ -6,17 +6,18 @@ DeepSeek-V2-Lite and needs only config.json from the Hub.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import QuantizeError
-from .recipe import Recipe
+from .recipe import ROUTER_GATE_PATTERNS, Recipe
 
 CANDIDATE_GROUP_SIZES = (16, 32, 64, 128, 256)
 
 
 def quantizable_in_features(model_dir: Path, trust_remote_code: bool = False) -> Iterator[tuple[str, int]]:
-    """(module name, in-features) of every Linear, and of every fused 3-D expert weight
+    """(module name, in-features) of every Linear, of every non-Linear router gate, and of every fused 3-D expert weight
     (transformers 5 stores experts as [experts, out, in]; llmcompressor splits them into per-expert
     Linears named `<experts>.<i>.<proj>`, reported here as `<experts>.*.<proj>`)."""
     import torch
@@ -32,6 +33,32 @@ def quantizable_in_features(model_dir: Path, trust_remote_code: bool = False) ->
         for pname, param in module.named_parameters(recurse=False):
             if param.ndim == 3:
                 yield f"{name}.*.{pname}", param.shape[-1]
+            elif pname == "weight" and param.ndim == 2 and is_ignored(name, list(ROUTER_GATE_PATTERNS)):
+                yield name, param.shape[-1]  # a router that is not an nn.Linear (DeepSeek): never quantized
+
+
+def linear_modules(model_dir: Path, checkpoint_modules: set[str], trust_remote_code: bool = False) -> list[str]:
+    """Every Linear the recipe's `targets: Linear` can reach, by checkpoint module name, in model order:
+    plain Linears as named, fused 3-D experts expanded to the per-expert names the checkpoint holds."""
+    names: list[str] = []
+    for name, _ in quantizable_in_features(model_dir, trust_remote_code):
+        if ".*." in name:
+            prefix = re.escape(name.split(".*.")[0])
+            pattern = re.compile(prefix + r"\.(\d+)\.([^.]+)")
+            experts = [(m, pattern.fullmatch(m)) for m in checkpoint_modules]
+            names.extend(m for m, _ in sorted(((m, k) for m, k in experts if k), key=lambda mk: _expert_key(mk[1])))
+        else:
+            names.append(name)
+    return list(dict.fromkeys(names))
+
+
+# llmcompressor's per-expert Linear order (LinearExperts2D: up_proj, gate_proj, down_proj), so that lists built
+# here (e.g. the config's `ignore`) come out in the order the load path writes them.
+_PROJ_ORDER = {"up_proj": 0, "gate_proj": 1, "down_proj": 2}
+
+
+def _expert_key(match: re.Match) -> tuple:
+    return int(match.group(1)), _PROJ_ORDER.get(match.group(2), len(_PROJ_ORDER)), match.group(2)
 
 
 def is_ignored(name: str, ignore: list[str]) -> bool:

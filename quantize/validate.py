@@ -12,7 +12,6 @@ Checks, in order, stopping at the first failure with the offending tensor named:
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from . import checkpoint, manifest, shapes
@@ -80,18 +79,8 @@ def check_tensor_pair(module: str, weight, scale, weights_args: dict) -> None:
 
 
 def expected_quantized(directory: Path, ignore: list[str], modules: set[str]) -> set[str]:
-    """Module names the recipe targets: every Linear not ignored (fused experts expanded to the
-    per-expert names present in the checkpoint)."""
-    names = set()
-    for name, _ in shapes.quantizable_in_features(directory):
-        if shapes.is_ignored(name, ignore):
-            continue
-        if ".*." in name:
-            prefix = re.escape(name.split(".*.")[0])
-            names.update(m for m in modules if re.fullmatch(prefix + r"\.\d+\.[^.]+", m))
-        else:
-            names.add(name)
-    return names
+    """Module names the recipe targets: every Linear not ignored."""
+    return {m for m in shapes.linear_modules(directory, modules) if not shapes.is_ignored(m, ignore)}
 
 
 def _source_dir(directory: Path, source: str | None) -> Path | None:

@@ -1,0 +1,172 @@
+"""Streaming quantization: tensor by tensor from the source shards into output shards, with bounded memory.
+
+The scheme is data-free (static weight observers, dynamic activations), so no forward pass is needed and each
+weight can be quantized on its own. Every quantized tensor goes through the same llmcompressor and
+compressed-tensors functions `oneshot` and `model_free_ptq` use (initialize_quantized_linear,
+calibrate_weight, compress_module), with the observer oneshot actually runs for weights
+(`memoryless_minmax` / `memoryless_mse`). So the output equals the load path's, tensor for tensor.
+
+Memory: one source tensor (memory-mapped) plus the output shard being assembled (`shard_bytes`), whatever
+the size of the source shards. Output shards are written to a temporary name and renamed when complete;
+`progress.json` records finished shards so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from . import checkpoint, shapes
+from .recipe import Recipe
+
+DEFAULT_SHARD_BYTES = 1 << 30
+PROGRESS = "progress.json"
+DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I8": 1, "U8": 1, "I32": 4, "I64": 8, "BOOL": 1}
+
+
+def unsupported_reason(source: Path, trust_remote_code: bool = False) -> str | None:
+    """Why the streaming path cannot handle this checkpoint (None when it can)."""
+    if not list(source.glob("*.safetensors")):
+        return "no *.safetensors files"
+    names = checkpoint.tensor_shapes(source)
+    if any(len(shape) == 3 for shape, _ in names.values()):
+        return "fused 3-D expert tensors in the checkpoint"
+    modules = {n.removesuffix(".weight") for n in names if n.endswith(".weight")}
+    missing = [m for m in shapes.linear_modules(source, modules, trust_remote_code) if m not in modules]
+    if [m for m in missing if m != "lm_head"]:  # a tied lm_head has no tensor of its own
+        return f"tensor names do not match the model's modules (e.g. no {missing[0]}.weight)"
+    return None
+
+
+def weight_scheme(recipe: Recipe):
+    """The recipe's scheme with the weight observer oneshot runs for data-free weights."""
+    scheme = recipe.scheme_object()
+    weights = scheme.weights.model_copy(update={"observer": f"memoryless_{recipe.method}"})
+    return scheme.model_copy(update={"weights": weights})
+
+
+def quantize_weight(module_name: str, weight, scheme) -> dict:
+    """One Linear weight -> its compressed tensors (`weight`, `weight_scale`), via llmcompressor."""
+    from compressed_tensors.compressors import compress_module
+    from llmcompressor.entrypoints.model_free.lifecycle import calibrate_weight, initialize_quantized_linear
+
+    module = initialize_quantized_linear(weight, scheme, "cpu")
+    calibrate_weight(module)
+    compress_module(module)
+    return {f"{module_name}.{k}": v.contiguous() for k, v in module.state_dict().items()}
+
+
+def plan_shards(sizes: dict[str, int], shard_bytes: int) -> list[list[str]]:
+    """Split tensor names (in source order) into output shards of at most `shard_bytes` (estimated)."""
+    shards: list[list[str]] = [[]]
+    used = 0
+    for name, size in sizes.items():
+        if shards[-1] and used + size > shard_bytes:
+            shards.append([])
+            used = 0
+        shards[-1].append(name)
+        used += size
+    return shards
+
+
+def quantization_config(recipe: Recipe, ignored: list[str]):
+    from compressed_tensors.quantization import QuantizationConfig, QuantizationStatus
+
+    scheme = recipe.scheme_object().model_copy(update={"format": "int-quantized"})
+    return QuantizationConfig(
+        config_groups={"group_0": scheme},
+        ignore=ignored,
+        quantization_status=QuantizationStatus.COMPRESSED,
+        format="int-quantized",
+    )
+
+
+def run(
+    source: Path,
+    recipe: Recipe,
+    out: Path,
+    fingerprint: dict,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    trust_remote_code: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Quantize `source` into `out` (a partial directory). Returns counts for the manifest."""
+    import torch
+    from compressed_tensors.compressors import ModelCompressor
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    headers = checkpoint.tensor_shapes(source)
+    modules = {n.removesuffix(".weight") for n in headers if n.endswith(".weight")}
+    linear = [m for m in shapes.linear_modules(source, modules, trust_remote_code) if m in modules]
+    targeted = {m for m in linear if not shapes.is_ignored(m, recipe.ignore)}
+    ignored = [m for m in linear if m not in targeted]
+
+    def numel(shape):
+        n = 1
+        for d in shape:
+            n *= d
+        return n
+
+    source_bytes = {n: numel(s) * DTYPE_BYTES.get(dt, 4) for n, (s, dt) in headers.items()}
+    out_bytes = {
+        n: numel(s) if n.removesuffix(".weight") in targeted else source_bytes[n] for n, (s, _) in headers.items()
+    }
+    shards = plan_shards(out_bytes, shard_bytes)
+    files = [
+        "model.safetensors" if len(shards) == 1 else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        for i in range(len(shards))
+    ]
+    shard_of = checkpoint.Reader(source).index
+
+    progress_path = out / PROGRESS
+    progress = json.loads(progress_path.read_text()) if progress_path.exists() else {}
+    if progress.get("fingerprint") != fingerprint or progress.get("files") != files:
+        progress = {"fingerprint": fingerprint, "files": files, "done": {}}
+    done = progress["done"]
+    resumed = [f for f in files if f in done and (out / f).is_file()]
+    if resumed:
+        log(f"Resuming: {len(resumed)} of {len(files)} output shards already written")
+
+    scheme = weight_scheme(recipe)
+    weight_map: dict[str, str] = {}
+    total = sum(source_bytes[n] for shard, f in zip(shards, files, strict=True) if f not in resumed for n in shard)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="Quantizing (stream)") as bar, torch.no_grad():
+        for names, filename in zip(shards, files, strict=True):
+            if filename in resumed:
+                weight_map.update(done[filename])
+                continue
+            tensors: dict = {}
+            for name in names:
+                with safe_open(shard_of[name], "pt") as fh:
+                    tensor = fh.get_tensor(name)
+                module = name.removesuffix(".weight")
+                if name.endswith(".weight") and module in targeted:
+                    tensors.update(quantize_weight(module, tensor, scheme))
+                else:
+                    tensors[name] = tensor
+                bar.update(source_bytes[name])
+            tmp = out / f".{filename}.tmp"
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, out / filename)
+            done[filename] = dict.fromkeys(tensors, filename)
+            weight_map.update(done[filename])
+            progress_path.write_text(json.dumps(progress))
+            del tensors
+
+    for path in source.iterdir():
+        if path.is_file() and not path.name.endswith(".safetensors") and path.name != "model.safetensors.index.json":
+            shutil.copyfile(path, out / path.name)
+    if len(files) > 1:
+        total_size = sum((out / f).stat().st_size for f in files)
+        index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    ModelCompressor(quantization_config=quantization_config(recipe, ignored)).update_config(str(out))
+    progress_path.unlink()
+    return {"output_shards": len(files), "resumed_shards": len(resumed), "quantized_modules": len(targeted)}
