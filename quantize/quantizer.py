@@ -10,6 +10,7 @@ Differences from the seed, all deliberate:
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,13 +60,14 @@ def run(job: Job, log=print) -> Path:
     with timer("download"):
         if not src.is_local:
             src = source.resolve(job.model_id, job.revision, trust_remote_code=job.trust_remote_code)
-        source_files = source.file_hashes(src.path)
-    if not any(name.endswith(".safetensors") for name in source_files):
+    if not list(src.path.glob("*.safetensors")):
         raise QuantizeError(
             f"{job.model_id} has no *.safetensors weights",
             "convert the checkpoint to safetensors (transformers save_pretrained does) and retry",
         )
 
+    # sha256 of the source files for the manifest, computed beside the quantization (hashlib releases the GIL)
+    hashing = ThreadPoolExecutor(max_workers=1).submit(source.file_hashes, src.path)
     engine = choose_engine(job, src.path, log)
     arguments = {**job.recipe.as_dict(), "dtype": job.dtype, "trust_remote_code": job.trust_remote_code,
                  "engine": engine}  # fmt: skip
@@ -73,16 +75,17 @@ def run(job: Job, log=print) -> Path:
         "model_id": job.model_id,
         "revision": src.revision or job.revision,
         "local": src.is_local,
-        "files": source_files,
     }
     if engine == "stream":
         from . import stream
 
         with output.atomic_directory(target, overwrite=job.overwrite, resumable=True) as partial:
             with timer("quantize"):
-                fingerprint = {"source": source_files, "arguments": arguments, "shard_bytes": job.shard_bytes}
+                fingerprint = {"source": source.file_stats(src.path), "arguments": arguments,
+                               "shard_bytes": job.shard_bytes}  # fmt: skip
                 stats = stream.run(src.path, job.recipe, partial, fingerprint, job.shard_bytes,
                                    job.trust_remote_code, log)  # fmt: skip
+            source_info["files"] = hashing.result()
             info = manifest.build(source=source_info, arguments={**arguments, **stats}, timings=timer.as_dict(),
                                   directory=partial)  # fmt: skip
             manifest.write(partial, info)
@@ -108,6 +111,7 @@ def run(job: Job, log=print) -> Path:
                 output_dir=str(partial),
                 trust_remote_code_model=job.trust_remote_code,
             )
+        source_info["files"] = hashing.result()
         info = manifest.build(source=source_info, arguments=arguments, timings=timer.as_dict(), directory=partial)
         manifest.write(partial, info)
     return _done(target, info, log)

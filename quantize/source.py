@@ -128,3 +128,12 @@ def file_hashes(directory: Path) -> dict[str, str]:
         for p in sorted(directory.rglob("*"))
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
     }
+
+
+def file_stats(directory: Path) -> dict[str, list[int]]:
+    """[size, mtime_ns] of every file: a cheap fingerprint of a source (to decide whether a resume is safe)."""
+    return {
+        str(p.relative_to(directory)): [p.stat().st_size, p.stat().st_mtime_ns]
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    }

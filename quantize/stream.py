@@ -6,8 +6,9 @@ compressed-tensors functions `oneshot` and `model_free_ptq` use (initialize_quan
 calibrate_weight, compress_module), with the observer oneshot actually runs for weights
 (`memoryless_minmax` / `memoryless_mse`). So the output equals the load path's, tensor for tensor.
 
-Memory: one source tensor (memory-mapped) plus the output shard being assembled (`shard_bytes`), whatever
-the size of the source shards. Output shards are written to a temporary name and renamed when complete;
+Memory: one source tensor (its shard is memory-mapped only while that tensor is read) plus the output shard
+being assembled (`shard_bytes`), whatever the size of the source shards. Output shards are written to
+a temporary name and renamed when complete;
 `progress.json` records finished shards so an interrupted run resumes where it stopped.
 """
 
@@ -50,10 +51,17 @@ def weight_scheme(recipe: Recipe):
 
 def quantize_weight(module_name: str, weight, scheme) -> dict:
     """One Linear weight -> its compressed tensors (`weight`, `weight_scale`), via llmcompressor."""
+    import torch
     from compressed_tensors.compressors import compress_module
-    from llmcompressor.entrypoints.model_free.lifecycle import calibrate_weight, initialize_quantized_linear
+    from compressed_tensors.quantization import initialize_module_for_quantization
+    from llmcompressor.entrypoints.model_free.lifecycle import calibrate_weight
 
-    module = initialize_quantized_linear(weight, scheme, "cpu")
+    # llmcompressor's initialize_quantized_linear, minus nn.Linear's random init of a weight that is replaced
+    # at once (that init was 2/3 of the time per tensor).
+    out_features, in_features = weight.shape
+    module = torch.nn.utils.skip_init(torch.nn.Linear, in_features, out_features, bias=False, dtype=weight.dtype)
+    module.weight.data = weight
+    initialize_module_for_quantization(module, scheme, force_zero_point=False)
     calibrate_weight(module)
     compress_module(module)
     return {f"{module_name}.{k}": v.contiguous() for k, v in module.state_dict().items()}
@@ -142,7 +150,7 @@ def run(
                 continue
             tensors: dict = {}
             for name in names:
-                with safe_open(shard_of[name], "pt") as fh:
+                with safe_open(shard_of[name], "pt") as fh:  # mapped for this tensor only
                     tensor = fh.get_tensor(name)
                 module = name.removesuffix(".weight")
                 if name.endswith(".weight") and module in targeted:

@@ -106,16 +106,26 @@ def _flush(tmp: Path, shards: list, save_file, final: bool = False) -> None:
 
 
 def io_floor(src: Path, dst: Path) -> None:
-    """Read every tensor of `src`, write the same bytes to `dst` shard by shard: the floor for any engine."""
+    """Read every tensor of `src` and write the same bytes to `dst` in 1 GiB shards, the way the streaming
+    engine reads and writes, minus the quantization: the floor for any engine."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     dst.mkdir(parents=True, exist_ok=True)
+    out, used, n = {}, 0, 0
     for shard in sorted(src.glob("*.safetensors")):
         with safe_open(shard, "pt") as fh:
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        save_file(tensors, str(dst / shard.name))
-        del tensors
+            names = list(fh.keys())
+        for name in names:
+            with safe_open(shard, "pt") as fh:
+                tensor = fh.get_tensor(name)
+            out[name] = tensor
+            used += tensor.numel() * tensor.element_size()
+            if used >= 1 << 30:
+                save_file(out, str(dst / f"part-{n:05d}.safetensors"))
+                out, used, n = {}, 0, n + 1
+    if out:
+        save_file(out, str(dst / f"part-{n:05d}.safetensors"))
 
 
 def model_free(src: Path, dst: Path, method: str) -> None:
