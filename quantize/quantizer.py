@@ -31,7 +31,7 @@ class Job:
     trust_remote_code: bool = False
     overwrite: bool = False
     engine: str = "load"  # "load" (oneshot on the loaded model), "stream" (tensor by tensor), "auto"
-    shard_bytes: int = 1 << 30  # streaming output shard size
+    shard_bytes: int = 512 << 20  # streaming output shard size (bounds memory)
 
 
 def output_path(model_id: str, recipe: Recipe, output_dir: str | None, output_root: str | None) -> Path:

@@ -23,7 +23,7 @@ from pathlib import Path
 from . import checkpoint, shapes
 from .recipe import Recipe
 
-DEFAULT_SHARD_BYTES = 1 << 30
+DEFAULT_SHARD_BYTES = 512 << 20
 PROGRESS = "progress.json"
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I8": 1, "U8": 1, "I32": 4, "I64": 8, "BOOL": 1}
 
