@@ -106,7 +106,7 @@ def _flush(tmp: Path, shards: list, save_file, final: bool = False) -> None:
 
 
 def io_floor(src: Path, dst: Path) -> None:
-    """Read every tensor of `src` and write the same bytes to `dst` in 1 GiB shards, the way the streaming
+    """Read every tensor of `src` and write the same bytes to `dst` in 512 MiB shards, the way the streaming
     engine reads and writes, minus the quantization: the floor for any engine."""
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -121,11 +121,24 @@ def io_floor(src: Path, dst: Path) -> None:
                 tensor = fh.get_tensor(name)
             out[name] = tensor
             used += tensor.numel() * tensor.element_size()
-            if used >= 1 << 30:
-                save_file(out, str(dst / f"part-{n:05d}.safetensors"))
+            if used >= 512 << 20:
+                _write_and_drop(out, dst / f"part-{n:05d}.safetensors", save_file)
                 out, used, n = {}, 0, n + 1
     if out:
-        save_file(out, str(dst / f"part-{n:05d}.safetensors"))
+        _write_and_drop(out, dst / f"part-{n:05d}.safetensors", save_file)
+
+
+def _write_and_drop(tensors: dict, path: Path, save_file) -> None:
+    """Write and fsync a shard (as the engine does), then delete it: a full-size copy would not fit the disk.
+    The bytes written are reported instead of the output size."""
+    save_file(tensors, str(path))
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+    (path.parent / "bytes-written").write_text(
+        str(int((path.parent / "bytes-written").read_text() or 0) + path.stat().st_size)
+        if (path.parent / "bytes-written").exists() else str(path.stat().st_size)
+    )  # fmt: skip
+    path.unlink()
 
 
 def model_free(src: Path, dst: Path, method: str) -> None:
@@ -191,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             "io_floor": [*me, "--_run", "io_floor", str(src), str(dst)],
         }[engine]
         wall, rss, code = measure(cmd)
-        rows[engine] = (wall, rss, size(dst) if dst.exists() else 0, code)
+        written = dst / "bytes-written"
+        out_bytes = int(written.read_text()) if written.exists() else size(dst) if dst.exists() else 0
+        rows[engine] = (wall, rss, out_bytes, code)
         shutil.rmtree(dst, ignore_errors=True)
     print(f"\n{args.layers} layers, {args.method} channelwise, source shards {args.shard_gb:g} GB, "
           f"{os.cpu_count()} CPUs, one run each\n")  # fmt: skip
