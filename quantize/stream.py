@@ -15,6 +15,7 @@ a temporary name and renamed when complete;
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -114,15 +115,9 @@ def run(
     targeted = {m for m in linear if not shapes.is_ignored(m, recipe.ignore)}
     ignored = [m for m in linear if m not in targeted]
 
-    def numel(shape):
-        n = 1
-        for d in shape:
-            n *= d
-        return n
-
-    source_bytes = {n: numel(s) * DTYPE_BYTES.get(dt, 4) for n, (s, dt) in headers.items()}
-    out_bytes = {
-        n: numel(s) if n.removesuffix(".weight") in targeted else source_bytes[n] for n, (s, _) in headers.items()
+    source_bytes = {n: math.prod(s) * DTYPE_BYTES.get(dt, 4) for n, (s, dt) in headers.items()}
+    out_bytes = {  # a quantized weight becomes int8 (its scales are small)
+        n: math.prod(s) if n.removesuffix(".weight") in targeted else source_bytes[n] for n, (s, _) in headers.items()
     }
     shards = plan_shards(out_bytes, shard_bytes)
     files = [
@@ -132,7 +127,10 @@ def run(
     shard_of = checkpoint.Reader(source).index
 
     progress_path = out / PROGRESS
-    progress = json.loads(progress_path.read_text()) if progress_path.exists() else {}
+    try:
+        progress = json.loads(progress_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        progress = {}
     if progress.get("fingerprint") != fingerprint or progress.get("files") != files:
         progress = {"fingerprint": fingerprint, "files": files, "done": {}}
     done = progress["done"]
@@ -165,7 +163,8 @@ def run(
             os.replace(tmp, out / filename)
             done[filename] = dict.fromkeys(tensors, filename)
             weight_map.update(done[filename])
-            progress_path.write_text(json.dumps(progress))
+            progress_path.with_suffix(".tmp").write_text(json.dumps(progress))
+            os.replace(progress_path.with_suffix(".tmp"), progress_path)
             del tensors
 
     for path in source.iterdir():

@@ -27,6 +27,17 @@ def tiny_deepseek(tmp_path_factory) -> Path:
     return tiny_models.build("deepseek_v2", tmp_path_factory.mktemp("models") / "tiny-deepseek-v2", steps=100)
 
 
+def read_tensors(directory: Path) -> dict:
+    """Every tensor of a checkpoint directory, by name (all shards)."""
+    from safetensors import safe_open
+
+    out = {}
+    for shard in sorted(Path(directory).glob("*.safetensors")):
+        with safe_open(shard, "pt") as fh:
+            out.update({k: fh.get_tensor(k) for k in fh.keys()})
+    return out
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python -m quantize ARGS` in a fresh process, as a user would run it."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from quantize import manifest, quantizer, validate
 from quantize.recipe import Recipe
 from quantize.source import sha256_file
-from tests.conftest import run_cli
+from tests.conftest import read_tensors, run_cli
 
 COMBOS = [(m, s) for m in ("minmax", "mse") for s in ("channelwise", "groupwise")]
 
@@ -35,14 +34,6 @@ def outputs(tmp_path_factory):
     return get
 
 
-def tensors(directory: Path) -> dict[str, torch.Tensor]:
-    out = {}
-    for shard in sorted(directory.glob("*.safetensors")):
-        with safe_open(shard, "pt") as fh:
-            out.update({k: fh.get_tensor(k) for k in fh.keys()})
-    return out
-
-
 @pytest.mark.parametrize("method,scheme", COMBOS)
 @pytest.mark.parametrize("arch", ["tiny_llama", "tiny_deepseek"])
 def test_quantize_validates(arch, method, scheme, outputs, request):
@@ -53,7 +44,7 @@ def test_quantize_validates(arch, method, scheme, outputs, request):
     assert report["valid"] and report["quantized_modules"] > 0
     assert report["ignored_compared_to_source"] >= 1  # lm_head (and the router gates) equal the source's
 
-    ours, source = tensors(out), tensors(model)
+    ours, source = read_tensors(out), read_tensors(model)
     # Unquantized tensors keep the source dtype (bf16), not the seed's fp32 upcast.
     for name in ("model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"):
         assert ours[name].dtype == source[name].dtype == torch.bfloat16
@@ -70,13 +61,13 @@ def test_quantize_validates(arch, method, scheme, outputs, request):
 
 
 def test_moe_router_gates_and_experts(tiny_deepseek, outputs):
-    names = tensors(outputs(tiny_deepseek, "minmax", "channelwise"))
+    names = read_tensors(outputs(tiny_deepseek, "minmax", "channelwise"))
     assert names["model.layers.1.mlp.gate.weight"].dtype == torch.bfloat16  # router: never quantized
     assert "model.layers.1.mlp.gate.weight_scale" not in names
     assert names["model.layers.1.mlp.experts.3.up_proj.weight"].dtype == torch.int8
     assert names["model.layers.1.mlp.shared_experts.down_proj.weight"].dtype == torch.int8
 
-    dense = tensors(outputs(tiny_deepseek, "minmax", "channelwise", skip_experts=True))
+    dense = read_tensors(outputs(tiny_deepseek, "minmax", "channelwise", skip_experts=True))
     assert dense["model.layers.1.mlp.experts.3.up_proj.weight"].dtype == torch.bfloat16
     assert "model.layers.1.mlp.experts.3.up_proj.weight_scale" not in dense
     assert dense["model.layers.1.mlp.shared_experts.down_proj.weight"].dtype == torch.int8
@@ -119,7 +110,7 @@ def test_cli_seed_interface_and_float32(tiny_llama, tmp_path):
     assert f"Quantized model saved to: {out}" in result.stdout
     assert "hf_secret_never_printed" not in result.stdout + result.stderr
     assert "hf_secret_never_printed" not in "".join(p.read_text(errors="ignore") for p in out.glob("*.json"))
-    names = tensors(out)
+    names = read_tensors(out)
     assert names["model.embed_tokens.weight"].dtype == torch.float32
     assert names["model.layers.0.mlp.down_proj.weight_scale"].dtype == torch.float32
     assert json.loads((out / "config.json").read_text())["quantization_config"]["ignore"] == ["lm_head"]

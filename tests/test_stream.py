@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from quantize import manifest, quantizer, stream, validate
 from quantize.errors import QuantizeError
 from quantize.recipe import Recipe
-from tests.conftest import run_cli
+from tests.conftest import read_tensors, run_cli
 
 COMBOS = [
     (arch, method, scheme, skip)
@@ -24,14 +23,6 @@ COMBOS = [
     for scheme in ("channelwise", "groupwise")
     for skip in ((False, True) if arch == "tiny_deepseek" else (False,))
 ]
-
-
-def tensors(directory: Path) -> dict[str, torch.Tensor]:
-    out = {}
-    for shard in sorted(directory.glob("*.safetensors")):
-        with safe_open(shard, "pt") as fh:
-            out.update({k: fh.get_tensor(k) for k in fh.keys()})
-    return out
 
 
 def run(model: Path, out: Path, engine: str, shard_bytes: int = 1 << 30, **recipe) -> Path:
@@ -47,7 +38,7 @@ def test_stream_equals_load(arch, method, scheme, skip, request, tmp_path):
     recipe = dict(method=method, scheme=scheme, skip_experts=skip)
     loaded = run(model, tmp_path / "load", "load", **recipe)
     streamed = run(model, tmp_path / "stream", "stream", shard_bytes=256 << 10, **recipe)  # several shards
-    a, b = tensors(loaded), tensors(streamed)
+    a, b = read_tensors(loaded), read_tensors(streamed)
     assert sorted(a) == sorted(b)
     for name in a:
         assert a[name].dtype == b[name].dtype and a[name].shape == b[name].shape, name
@@ -92,7 +83,7 @@ def test_interrupted_run_resumes(tiny_deepseek, tmp_path, monkeypatch):
     assert validate.validate(out)["valid"] and not partial.exists()
     clean = run(tiny_deepseek, tmp_path / "clean", "stream", shard_bytes=256 << 10, method="minmax",
                 scheme="groupwise")  # fmt: skip
-    a, b = tensors(out), tensors(clean)
+    a, b = read_tensors(out), read_tensors(clean)
     assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
