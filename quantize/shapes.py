@@ -6,6 +6,7 @@ DeepSeek-V2-Lite and needs only config.json from the Hub.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,14 @@ from .recipe import ROUTER_GATE_PATTERNS, Recipe
 CANDIDATE_GROUP_SIZES = (16, 32, 64, 128, 256)
 
 
-def quantizable_in_features(model_dir: Path, trust_remote_code: bool = False) -> Iterator[tuple[str, int]]:
+@functools.lru_cache(maxsize=4)
+def quantizable_in_features(model_dir: Path, trust_remote_code: bool = False) -> tuple[tuple[str, int], ...]:
+    """Cached: the group-size check, the engine choice, the streaming engine and validate all ask for it, and
+    building DeepSeek-V2-Lite's meta model takes seconds."""
+    return tuple(_in_features(Path(model_dir), trust_remote_code))
+
+
+def _in_features(model_dir: Path, trust_remote_code: bool) -> Iterator[tuple[str, int]]:
     """(module name, in-features) of every Linear, of every non-Linear router gate, and of every fused 3-D expert weight
     (transformers 5 stores experts as [experts, out, in]; llmcompressor splits them into per-expert
     Linears named `<experts>.<i>.<proj>`, reported here as `<experts>.*.<proj>`)."""
