@@ -11,9 +11,8 @@ import json
 import sys
 
 from .errors import QuantizeError
+from .quantizer import DTYPES
 from .recipe import DEFAULT_GROUPSIZE, METHODS, SCHEMES
-
-SUBCOMMANDS = ("validate", "smoke")
 
 
 def quantize_parser() -> argparse.ArgumentParser:
@@ -33,7 +32,7 @@ def quantize_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", help="Hub branch, tag or commit to download (recorded in the manifest)")
     p.add_argument(
         "--dtype",
-        choices=["auto", "bfloat16", "float16", "float32"],
+        choices=list(DTYPES),
         default="auto",
         help="load dtype; 'auto' keeps the checkpoint's (bf16 for DeepSeek-V2-Lite); float32 is the seed's upcast",
     )

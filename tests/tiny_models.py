@@ -24,13 +24,6 @@ VERBS = ["jumps over", "runs past", "sleeps near", "looks at", "walks around", "
 PLACES = ["the old barn", "the quiet river", "the tall tree", "the stone wall", "the green hill"]
 NUMBERS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
-PROMPTS = [
-    "The red fox",
-    "one two three four",
-    "The quick brown dog runs past",
-    "Every morning the white horse",
-]
-
 
 def corpus(lines: int = 1500, seed: int = 0) -> list[str]:
     """Deterministic, repetitive English: templated sentences and counting runs."""
