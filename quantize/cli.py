@@ -1,5 +1,5 @@
 """Command line: `python -m quantize MODEL --scheme ... [--method ...]` (the seed's interface), plus
-`python -m quantize validate DIR` and `python -m quantize smoke DIR`.
+`python -m quantize validate|smoke|eval|bench DIR`.
 
 Thin by design: parse, build a library call, map QuantizeError to one line and a non-zero exit.
 """
@@ -20,7 +20,7 @@ def quantize_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m quantize",
         description="Quantize a model using INT4 with minmax or mse and dynamic activation quantization. "
-        "Other commands: 'python -m quantize validate DIR', 'python -m quantize smoke DIR'.",
+        "Other commands: 'python -m quantize {validate,smoke,eval,bench} DIR --help'.",
     )
     p.add_argument("model_id", type=str, help="Model identifier or path")
     p.add_argument("--method", type=str, choices=list(METHODS), default="mse", help="Quantization method")
@@ -60,6 +60,16 @@ def quantize_parser() -> argparse.ArgumentParser:
         help="stream: quantize tensor by tensor with bounded memory (same output as load); load: the seed's way, "
         "loading the whole model; auto: stream where it applies",
     )
+    calib = p.add_argument_group("calibration (--method gptq only)")
+    calib.add_argument(
+        "--calibration",
+        default="builtin:calibration",
+        metavar="SOURCE",
+        help="calibration text: a .txt or .jsonl ('text' field) file, hub:NAME[:CONFIG][@SPLIT], or "
+        "builtin:calibration (default; about 1,600 tokens shipped with the package, works offline)",
+    )
+    calib.add_argument("--calibration-samples", type=int, default=128, help="at most N windows (default 128)")
+    calib.add_argument("--calibration-seq-len", type=int, default=512, help="tokens per window (default 512)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -95,6 +105,61 @@ def smoke_parser() -> argparse.ArgumentParser:
     return p
 
 
+def eval_parser() -> argparse.ArgumentParser:
+    from .evaluate import DEFAULT_CORPUS, DEFAULT_SEQ_LEN, DEFAULT_TOP_K
+
+    p = argparse.ArgumentParser(
+        prog="python -m quantize eval",
+        description="Perplexity, top-1 agreement and KL divergence of a quantized checkpoint against its source, "
+        "both scored by vLLM; JSON on stdout, eval-report.md and a manifest entry in DIR.",
+    )
+    p.add_argument("directory")
+    p.add_argument("--reference", required=True, help="the unquantized model: local directory or Hub id")
+    p.add_argument("--revision", help="Hub revision of --reference")
+    p.add_argument(
+        "--corpus",
+        default=DEFAULT_CORPUS,
+        help="text to score: a .txt or .jsonl ('text' field) file, or hub:NAME[:CONFIG][@SPLIT] "
+        f"(default {DEFAULT_CORPUS})",
+    )
+    p.add_argument("--seq-len", type=int, default=DEFAULT_SEQ_LEN, help="tokens per scored window")
+    p.add_argument("--max-windows", type=int, help="score only the first N windows")
+    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="log-probs per position for agreement and KL")
+    p.add_argument(
+        "--max-ppl-increase",
+        type=float,
+        metavar="PCT",
+        help="exit 1 when the perplexity increase over the reference exceeds PCT percent",
+    )
+    p.add_argument("--eager", action="store_true", help="skip torch.compile (starts faster, runs slower)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def bench_parser() -> argparse.ArgumentParser:
+    from . import bench
+
+    p = argparse.ArgumentParser(
+        prog="python -m quantize bench",
+        description="vLLM offline generation speed (TTFT, prefill and decode tokens/s) of a checkpoint, and of "
+        "its reference side by side; JSON on stdout, bench-report.md and bench.png in the report directory.",
+    )
+    p.add_argument("directory")
+    p.add_argument("--reference", help="also measure this model (local directory or Hub id) in the same run")
+    p.add_argument("--input-len", type=int, default=bench.DEFAULT_INPUT_LEN, help="prompt tokens")
+    p.add_argument("--output-len", type=int, default=bench.DEFAULT_OUTPUT_LEN, help="generated tokens")
+    p.add_argument(
+        "--batch-sizes",
+        default=",".join(map(str, bench.DEFAULT_BATCH_SIZES)),
+        help="comma-separated batch sizes (default %(default)s)",
+    )
+    p.add_argument("--repeats", type=int, default=bench.DEFAULT_REPEATS, help="runs per figure (median)")
+    p.add_argument("--report-dir", help="where to write bench-report.md and bench.png (default: DIR)")
+    p.add_argument("--eager", action="store_true", help="skip torch.compile (starts faster, runs slower)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
 def _quantize(argv: list[str]) -> int:
     from . import quantizer
     from .recipe import Recipe
@@ -120,6 +185,9 @@ def _quantize(argv: list[str]) -> int:
         trust_remote_code=args.trust_remote_code,
         overwrite=args.overwrite,
         engine=args.engine,
+        calibration=args.calibration,
+        calibration_samples=args.calibration_samples,
+        calibration_seq_len=args.calibration_seq_len,
     )
     quantizer.run(job)
     return 0
@@ -147,12 +215,63 @@ def _smoke(argv: list[str]) -> int:
     return 0 if report.get("agreement", {}).get("passed", True) else 1
 
 
+def _eval(argv: list[str]) -> int:
+    from . import evaluate
+
+    args = eval_parser().parse_args(argv)
+    _DEBUG[0] = args.debug
+    report = evaluate.run(
+        args.directory,
+        args.reference,
+        corpus_spec=args.corpus,
+        seq_len=args.seq_len,
+        top_k=args.top_k,
+        max_windows=args.max_windows,
+        max_ppl_increase=args.max_ppl_increase,
+        eager=args.eager,
+        revision=args.revision,
+    )
+    print(json.dumps(report, indent=2))
+    gate = report.get("gate")
+    if gate and not gate["passed"]:
+        raise QuantizeError(
+            f"perplexity increase {report['metrics']['perplexity_increase_pct']}% exceeds "
+            f"--max-ppl-increase {gate['max_ppl_increase_pct']}%",
+            "try --method gptq or --scheme groupwise, or raise the limit",
+            exit_code=1,
+        )
+    return 0
+
+
+def _bench(argv: list[str]) -> int:
+    from . import bench
+
+    args = bench_parser().parse_args(argv)
+    _DEBUG[0] = args.debug
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError as exc:
+        raise QuantizeError(f"--batch-sizes {args.batch_sizes!r} is not a list of integers", "e.g. 1,8") from exc
+    report = bench.run(
+        args.directory,
+        args.reference,
+        input_len=args.input_len,
+        output_len=args.output_len,
+        batch_sizes=batch_sizes,
+        repeats=args.repeats,
+        report_dir=args.report_dir,
+        eager=args.eager,
+    )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 _DEBUG = [False]
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = {"validate": _validate, "smoke": _smoke}.get(argv[0] if argv else "")
+    command = {"validate": _validate, "smoke": _smoke, "eval": _eval, "bench": _bench}.get(argv[0] if argv else "")
     try:
         return command(argv[1:]) if command else _quantize(argv)
     except QuantizeError as exc:

@@ -106,9 +106,22 @@ def build(*, source: dict, arguments: dict, timings: dict, directory: Path) -> d
 
 
 def write(directory: Path, manifest: dict) -> Path:
+    """Write (or replace) the manifest atomically: readers see the old or the new file, never half of one."""
     path = directory / MANIFEST
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    tmp = path.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
     return path
+
+
+def append(directory: Path, key: str, entry: dict) -> bool:
+    """Add `entry` to the manifest's `key` list (e.g. evaluations); False when the checkpoint has none."""
+    if not (directory / MANIFEST).is_file():
+        return False
+    info = json.loads((directory / MANIFEST).read_text())
+    info.setdefault(key, []).append(entry)
+    write(directory, info)
+    return True
 
 
 def read(directory: Path) -> dict:

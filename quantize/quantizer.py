@@ -32,6 +32,9 @@ class Job:
     overwrite: bool = False
     engine: str = "load"  # "load" (oneshot on the loaded model), "stream" (tensor by tensor), "auto"
     shard_bytes: int = 512 << 20  # streaming output shard size (bounds memory)
+    calibration: str = "builtin:calibration"  # text for calibrated methods (gptq): see corpus.py
+    calibration_samples: int = 128  # at most this many windows of calibration_seq_len tokens
+    calibration_seq_len: int = 512
 
 
 def output_path(model_id: str, recipe: Recipe, output_dir: str | None, output_root: str | None) -> Path:
@@ -102,6 +105,17 @@ def run(job: Job, log=print) -> Path:
         )
         tokenizer = AutoTokenizer.from_pretrained(src.path, trust_remote_code=job.trust_remote_code)
 
+    calibration = {}
+    if job.recipe.calibrated:
+        with timer("calibration data"):
+            dataset = calibration_dataset(job, tokenizer)
+        calibration = {"dataset": dataset, "num_calibration_samples": len(dataset),
+                       "max_seq_length": job.calibration_seq_len, "shuffle_calibration_samples": False}  # fmt: skip
+        arguments["calibration"] = {"source": job.calibration, "samples": len(dataset),
+                                    "tokens": sum(map(len, dataset["input_ids"]))}  # fmt: skip
+        log(f"Calibrating on {len(dataset)} windows ({arguments['calibration']['tokens']} tokens) of "
+            f"{job.calibration}")  # fmt: skip
+
     with output.atomic_directory(target, overwrite=job.overwrite) as partial:
         with timer("quantize"), torch.no_grad():
             oneshot(
@@ -110,11 +124,24 @@ def run(job: Job, log=print) -> Path:
                 tokenizer=tokenizer,
                 output_dir=str(partial),
                 trust_remote_code_model=job.trust_remote_code,
+                **calibration,
             )
         source_info["files"] = hashing.result()
         info = manifest.build(source=source_info, arguments=arguments, timings=timer.as_dict(), directory=partial)
         manifest.write(partial, info)
     return _done(target, info, log)
+
+
+def calibration_dataset(job: Job, tokenizer):
+    """Calibration text as a tokenized `datasets.Dataset` (llmcompressor skips its own tokenization then)."""
+    from datasets import Dataset
+
+    from . import corpus
+
+    windows = corpus.token_windows(
+        tokenizer, corpus.load_texts(job.calibration), job.calibration_seq_len, job.calibration_samples
+    )
+    return Dataset.from_dict({"input_ids": windows, "attention_mask": [[1] * len(w) for w in windows]})
 
 
 def choose_engine(job: Job, source_dir: Path, log) -> str:
@@ -124,6 +151,8 @@ def choose_engine(job: Job, source_dir: Path, log) -> str:
     from . import stream
 
     reason = stream.unsupported_reason(source_dir, job.trust_remote_code)
+    if job.recipe.calibrated:
+        reason = f"--method {job.recipe.method} runs calibration text through the loaded model"
     if job.dtype not in ("auto",):
         reason = reason or f"--dtype {job.dtype} (streaming keeps the checkpoint's dtype)"
     if reason is None:

@@ -9,7 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-METHODS = ("minmax", "mse")
+SEED_METHODS = ("minmax", "mse")  # data-free observers, the seed's two choices
+CALIBRATED_METHODS = ("gptq",)  # llmcompressor's GPTQ: needs calibration text, not in the seed
+METHODS = SEED_METHODS + CALIBRATED_METHODS
+# GPTQ picks each group's scale with this observer, then chooses the rounding column by column to cancel
+# the error it makes on calibration activations.
+GPTQ_OBSERVER = "minmax"
 SCHEMES = ("channelwise", "groupwise")
 DEFAULT_GROUPSIZE = 32
 ACT_TAG = "a8dyn"
@@ -47,6 +52,14 @@ class Recipe:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
         if self.groupsize <= 0:
             raise ValueError(f"groupsize must be positive, got {self.groupsize}")
+
+    @property
+    def calibrated(self) -> bool:
+        return self.method in CALIBRATED_METHODS
+
+    @property
+    def observer(self) -> str:
+        return GPTQ_OBSERVER if self.calibrated else self.method
 
     @property
     def group_size(self) -> int | None:
@@ -104,7 +117,7 @@ class Recipe:
             symmetric=True,
             dynamic=False,
             group_size=self.group_size,
-            observer=self.method,
+            observer=self.observer,
         )
         input_acts = QuantizationArgs(
             num_bits=8,
@@ -122,7 +135,11 @@ class Recipe:
         )
 
     def modifier(self):
-        """The seed's QuantizationModifier, with the router gates (and optionally experts) ignored."""
-        from llmcompressor.modifiers.quantization.quantization import QuantizationModifier
+        """The seed's QuantizationModifier (GPTQModifier for gptq: same scheme), router gates (and optionally
+        experts) ignored."""
+        if self.calibrated:
+            from llmcompressor.modifiers.gptq import GPTQModifier as Modifier
+        else:
+            from llmcompressor.modifiers.quantization.quantization import QuantizationModifier as Modifier
 
-        return QuantizationModifier(config_groups={"group_0": self.scheme_object()}, ignore=self.ignore)
+        return Modifier(config_groups={"group_0": self.scheme_object()}, ignore=self.ignore)

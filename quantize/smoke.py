@@ -7,12 +7,12 @@ report its kernel: Dynamic4bitLinearKernel, KleidiAI on Arm), and every MoE laye
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from pathlib import Path
 
 from . import checkpoint
+from .engine import load
 from .errors import QuantizeError
 
 DEFAULT_PROMPTS = [
@@ -68,28 +68,6 @@ def summarize(layers: dict) -> dict:
         "moe_methods": sorted(set(layers["moe"].values())),
         "moe_layers": len(layers["moe"]),
     }
-
-
-def _engine_env() -> None:
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM otherwise reserves a large share of RAM
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # keep the model in-process for describe_layers
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries only the JSON report
-
-
-def load(directory: Path, max_model_len: int = 512, eager: bool = False):
-    """Start vLLM on the checkpoint; returns (llm, seconds). `eager` skips torch.compile (faster start)."""
-    _engine_env()
-    from vllm import LLM
-
-    config = checkpoint.read_config(directory)
-    t0 = time.perf_counter()
-    llm = LLM(
-        model=str(directory),
-        max_model_len=min(max_model_len, config.get("max_position_embeddings", max_model_len)),
-        seed=0,
-        enforce_eager=eager,
-    )
-    return llm, time.perf_counter() - t0
 
 
 def generate(llm, prompts: list[str], max_tokens: int) -> tuple[list[dict], float]:
