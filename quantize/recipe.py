@@ -14,7 +14,7 @@ CALIBRATED_METHODS = ("gptq",)  # llmcompressor's GPTQ: needs calibration text, 
 METHODS = SEED_METHODS + CALIBRATED_METHODS
 # GPTQ picks each group's scale with this observer, then chooses the rounding column by column to cancel
 # the error it makes on calibration activations.
-GPTQ_OBSERVER = "minmax"
+GPTQ_OBSERVER = "mse"
 SCHEMES = ("channelwise", "groupwise")
 DEFAULT_GROUPSIZE = 32
 ACT_TAG = "a8dyn"

@@ -7,7 +7,7 @@ from compressed_tensors.quantization import QuantizationScheme
 from compressed_tensors.quantization.quant_args import QuantizationArgs, QuantizationStrategy, QuantizationType
 
 from quantize.cli import quantize_parser
-from quantize.recipe import EXPERTS_PATTERN, Recipe
+from quantize.recipe import EXPERTS_PATTERN, GPTQ_OBSERVER, Recipe
 
 
 def seed_scheme(method: str, scheme: str, groupsize: int) -> QuantizationScheme:
@@ -73,7 +73,18 @@ def test_seed_defaults_and_choices():
     with pytest.raises(SystemExit):
         quantize_parser().parse_args(["m", "--scheme", "blockwise"])
     with pytest.raises(SystemExit):
-        quantize_parser().parse_args(["m", "--scheme", "channelwise", "--method", "gptq"])
+        quantize_parser().parse_args(["m", "--scheme", "channelwise", "--method", "awq"])
+
+
+def test_gptq_uses_the_same_scheme_and_the_seeds_name():
+    """gptq changes how the int4 values are chosen, not the format: same scheme but the observer, GPTQModifier."""
+    gptq = Recipe(method="gptq", scheme="groupwise", groupsize=32)
+    assert gptq.output_name("org/SmolLM2-135M") == "SmolLM2-135M-w4a8dyn-gptq-groupwise-g32"
+    ours = gptq.scheme_object().model_dump()
+    assert ours == seed_scheme(GPTQ_OBSERVER, "groupwise", 32).model_dump()
+    modifier = gptq.modifier()
+    assert type(modifier).__name__ == "GPTQModifier" and modifier.ignore == gptq.ignore
+    assert type(Recipe(method="mse", scheme="groupwise").modifier()).__name__ == "QuantizationModifier"
 
 
 def test_ignore_list():

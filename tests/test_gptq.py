@@ -1,0 +1,86 @@
+"""`--method gptq`: real llmcompressor GPTQ on the tiny Llama, calibration text from every kind of source."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from quantize import corpus, manifest, validate
+from tests import tiny_models
+from tests.conftest import error_line, read_tensors, run_cli
+
+
+@pytest.fixture(scope="module")
+def calibration_jsonl(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("calib") / "calib.jsonl"
+    path.write_text("\n".join(json.dumps({"text": t}) for t in tiny_models.corpus(lines=200, seed=2)) + "\n")
+    return path
+
+
+def test_gptq_quantizes_validates_and_differs_from_rounding(tiny_llama, calibration_jsonl, tmp_path):
+    args = ["--scheme", "groupwise", "--output-root", str(tmp_path), "--calibration-seq-len", "64"]
+    result = run_cli(str(tiny_llama), "--method", "gptq", *args, "--calibration", str(calibration_jsonl))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "tiny-llama-w4a8dyn-gptq-groupwise-g32"
+    assert "loading the model instead" in result.stdout  # gptq needs the loaded model, not the streaming engine
+    assert validate.validate(out)["valid"]
+    info = manifest.read(out)
+    assert info["arguments"]["method"] == "gptq" and info["arguments"]["engine"] == "load"
+    calibration = info["arguments"]["calibration"]
+    assert calibration["source"] == str(calibration_jsonl) and calibration["tokens"] > 64
+    assert calibration["samples"] == -(-calibration["tokens"] // 64)
+    # same format as minmax/mse, different int4 values: GPTQ changed the rounding
+    assert run_cli(str(tiny_llama), "--method", "mse", *args).returncode == 0
+    gptq, rtn = read_tensors(out), read_tensors(tmp_path / "tiny-llama-w4a8dyn-mse-groupwise-g32")
+    assert gptq.keys() == rtn.keys()
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert gptq[name].dtype == rtn[name].dtype and not (gptq[name] == rtn[name]).all()
+
+
+def test_gptq_cannot_stream(tiny_llama, tmp_path):
+    result = run_cli(str(tiny_llama), "--method", "gptq", "--scheme", "channelwise", "--engine", "stream",
+                     "--output-root", str(tmp_path))  # fmt: skip
+    assert result.returncode == 2 and "--method gptq runs calibration text" in error_line(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_builtin_corpora_are_separate_and_load():
+    evaluation, calibration = corpus.load_texts("builtin:eval")[0], corpus.load_texts("builtin:calibration")[0]
+    assert len(evaluation) > 15_000 and len(calibration) > 7_000
+    assert not set(evaluation.split("\n\n")) & set(calibration.split("\n\n"))
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ('{"text": "a"}\nnot json\n', ":2 is not JSON"),
+        ('{"body": "a"}\n', "has no string 'text' field"),
+        ("\n\n", "has no records"),
+    ],
+)
+def test_bad_jsonl_is_one_line_error(tiny_llama, tmp_path, content, message):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(content)
+    result = run_cli(str(tiny_llama), "--method", "gptq", "--scheme", "channelwise", "--calibration", str(bad),
+                     "--output-root", str(tmp_path / "out"))  # fmt: skip
+    assert result.returncode == 2 and message in error_line(result) and "(fix: " in error_line(result)
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_hub_dataset_offline_is_one_line_error(tiny_llama, tmp_path):
+    result = run_cli(str(tiny_llama), "--method", "gptq", "--scheme", "channelwise", "--calibration",
+                     "hub:org/some-dataset@train", "--output-root", str(tmp_path))  # fmt: skip
+    assert result.returncode == 2 and "could not load Hub dataset 'org/some-dataset'" in error_line(result)
+
+
+def test_token_windows():
+    class Tok:
+        def __call__(self, text):
+            return {"input_ids": list(range(len(text.split())))}
+
+    windows = corpus.token_windows(Tok(), ["a b c d e", "f g h"], seq_len=3)
+    assert [len(w) for w in windows] == [3, 3, 2]
+    assert corpus.token_windows(Tok(), ["a b c d"], seq_len=3) == [[0, 1, 2]]  # a 1-token tail scores nothing
+    assert len(corpus.token_windows(Tok(), ["a " * 30], seq_len=3, max_windows=4)) == 4
