@@ -36,6 +36,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1
+# g++ is a run-time dependency: torch.compile (vLLM's default graph mode, and the kernel vLLM compiles for
+# prompt log-probs even with enforce_eager, used by `quantize eval`) builds C++ against Python.h with it.
 # hadolint ignore=DL3008
 RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
     --mount=type=cache,target=/var/lib/apt,sharing=locked \
@@ -44,10 +46,12 @@ RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
     apt-get update; \
     apt-get install -y --no-install-recommends \
       ca-certificates \
+      g++ \
       libgomp1 \
       libnuma1 \
       libtcmalloc-minimal4 \
       python3 \
+      python3-dev \
       python3-venv; \
     python3 -m venv /opt/venv; \
     python3 --version
