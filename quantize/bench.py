@@ -24,7 +24,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import engine, source
+from . import checkpoint, engine, source
 from .errors import QuantizeError
 
 DEFAULT_INPUT_LEN = 128
@@ -194,8 +194,7 @@ def run(
     from vllm import __version__ as vllm_version
 
     directory = Path(directory)
-    if not (directory / "config.json").is_file():
-        raise QuantizeError(f"{directory} is not a checkpoint directory (no config.json)", "pass a model directory")
+    checkpoint.read_config(directory)
     if input_len < 1 or output_len < 2 or repeats < 1 or not batch_sizes or min(batch_sizes) < 1:
         raise QuantizeError(
             "bench needs --input-len >= 1, --output-len >= 2, --repeats >= 1 and positive batch sizes",

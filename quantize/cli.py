@@ -74,24 +74,28 @@ def quantize_parser() -> argparse.ArgumentParser:
     return p
 
 
-def validate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m quantize validate", description="Check a checkpoint against its recipe."
-    )
+def _checkpoint_parser(command: str, description: str, *, engine: bool) -> argparse.ArgumentParser:
+    """The arguments every subcommand that reads a checkpoint DIR shares."""
+    p = argparse.ArgumentParser(prog=f"python -m quantize {command}", description=description)
     p.add_argument("directory")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    if engine:
+        p.add_argument("--eager", action="store_true", help="skip torch.compile (starts faster, runs slower)")
     return p
 
 
+def validate_parser() -> argparse.ArgumentParser:
+    return _checkpoint_parser("validate", "Check a checkpoint against its recipe.", engine=False)
+
+
 def smoke_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m quantize smoke",
-        description="Load a checkpoint in vLLM on CPU, check the W4A8 path, generate greedily, print JSON.",
+    p = _checkpoint_parser(
+        "smoke",
+        "Load a checkpoint in vLLM on CPU, check the W4A8 path, generate greedily, print JSON.",
+        engine=True,
     )
-    p.add_argument("directory")
     p.add_argument("--prompt", action="append", default=None, help="prompt (repeatable; default: built-in set)")
     p.add_argument("--max-tokens", type=int, default=16)
-    p.add_argument("--eager", action="store_true", help="skip torch.compile (starts faster, runs slower)")
     p.add_argument(
         "--reference",
         nargs="?",
@@ -101,19 +105,18 @@ def smoke_parser() -> argparse.ArgumentParser:
         help="also check vLLM's tokens against a PyTorch reference built from this checkpoint's dequantized "
         "weights (or from another CHECKPOINT's); exit 1 if they disagree",
     )
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
 def eval_parser() -> argparse.ArgumentParser:
     from .evaluate import DEFAULT_CORPUS, DEFAULT_SEQ_LEN, DEFAULT_TOP_K
 
-    p = argparse.ArgumentParser(
-        prog="python -m quantize eval",
-        description="Perplexity, top-1 agreement and KL divergence of a quantized checkpoint against its source, "
+    p = _checkpoint_parser(
+        "eval",
+        "Perplexity, top-1 agreement and KL divergence of a quantized checkpoint against its source, "
         "both scored by vLLM; JSON on stdout, eval-report.md and a manifest entry in DIR.",
+        engine=True,
     )
-    p.add_argument("directory")
     p.add_argument("--reference", required=True, help="the unquantized model: local directory or Hub id")
     p.add_argument("--revision", help="Hub revision of --reference")
     p.add_argument(
@@ -131,20 +134,18 @@ def eval_parser() -> argparse.ArgumentParser:
         metavar="PCT",
         help="exit 1 when the perplexity increase over the reference exceeds PCT percent",
     )
-    p.add_argument("--eager", action="store_true", help="skip torch.compile (starts faster, runs slower)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
 def bench_parser() -> argparse.ArgumentParser:
     from . import bench
 
-    p = argparse.ArgumentParser(
-        prog="python -m quantize bench",
-        description="vLLM offline generation speed (TTFT, prefill and decode tokens/s) of a checkpoint, and of "
+    p = _checkpoint_parser(
+        "bench",
+        "vLLM offline generation speed (TTFT, prefill and decode tokens/s) of a checkpoint, and of "
         "its reference side by side; JSON on stdout, bench-report.md and bench.png in the report directory.",
+        engine=True,
     )
-    p.add_argument("directory")
     p.add_argument("--reference", help="also measure this model (local directory or Hub id) in the same run")
     p.add_argument("--input-len", type=int, default=bench.DEFAULT_INPUT_LEN, help="prompt tokens")
     p.add_argument("--output-len", type=int, default=bench.DEFAULT_OUTPUT_LEN, help="generated tokens")
@@ -155,8 +156,6 @@ def bench_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--repeats", type=int, default=bench.DEFAULT_REPEATS, help="runs per figure (median)")
     p.add_argument("--report-dir", help="where to write bench-report.md and bench.png (default: DIR)")
-    p.add_argument("--eager", action="store_true", help="skip torch.compile (starts faster, runs slower)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 

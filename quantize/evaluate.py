@@ -22,7 +22,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import corpus, engine, manifest, source
+from . import checkpoint, corpus, engine, manifest, source
 from .errors import QuantizeError
 
 DEFAULT_CORPUS = "builtin:eval"
@@ -126,8 +126,7 @@ def run(
     from vllm import __version__ as vllm_version
 
     directory = Path(directory)
-    if not (directory / "config.json").is_file():
-        raise QuantizeError(f"{directory} is not a checkpoint directory (no config.json)", "pass a quantized model dir")
+    checkpoint.read_config(directory)
     t0 = time.perf_counter()
     ref = source.resolve(reference, revision)
     texts = corpus.load_texts(corpus_spec)

@@ -46,7 +46,7 @@ def test_bench_rejects_bad_arguments(tiny_llama, tmp_path):
     result = run_cli("bench", str(tiny_llama), "--output-len", "1")
     assert result.returncode == 2 and "--output-len >= 2" in error_line(result)
     result = run_cli("bench", str(tmp_path))
-    assert result.returncode == 2 and "not a checkpoint directory" in error_line(result)
+    assert result.returncode == 2 and "is not a model directory" in error_line(result)
 
 
 def test_cpu_model_names_target_arm_parts(monkeypatch, tmp_path):

@@ -79,7 +79,7 @@ def test_gate_rejects_planted_bad_checkpoint(good, tiny_llama, corpus_file, tmp_
 
 def test_bad_arguments_fail_with_one_line(tiny_llama, tmp_path):
     result = run_cli("eval", str(tmp_path / "missing"), "--reference", str(tiny_llama))
-    assert result.returncode == 2 and "not a checkpoint directory" in error_line(result)
+    assert result.returncode == 2 and "does not exist" in error_line(result)
     result = run_cli("eval", str(tiny_llama), "--reference", str(tiny_llama), "--corpus", str(tmp_path / "no.txt"))
     assert result.returncode == 2 and "is not a file" in error_line(result)
 
