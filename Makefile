@@ -191,11 +191,15 @@ shell: ## A shell in the image, with OUT/ and the HF cache mounted
 test: $(STAMP) ## Run the test suite (about 3 minutes on 2 cores)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+.PHONY: test-arm64
+test-arm64: ## Tiny DeepSeek-V2 W4A8 on vLLM's Arm kernels: native on arm64, QEMU-emulated on x86_64 (root; slow)
+	tests/arm64/run.sh $(ARM64_ARGS)
+
 .PHONY: lint
 lint: $(STAMP) ## ruff, shellcheck, hadolint and zizmor (workflows, offline)
 	$(PY) -m ruff check quantize tests scripts
 	$(PY) -m ruff format --check quantize tests scripts
-	$(VENV)/bin/shellcheck scripts/*.sh .ci/run
+	$(VENV)/bin/shellcheck scripts/*.sh tests/arm64/*.sh .ci/run
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/zizmor --offline --min-severity low .github/workflows
 

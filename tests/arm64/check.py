@@ -1,0 +1,188 @@
+"""The headline path on Arm kernels: a tiny DeepSeek-V2 (MLA + MoE) quantized W4A8, validated, and run by vLLM.
+
+Run by `make test-arm64` (tests/arm64/run.sh) with an aarch64 Python: natively on an arm64 host, or inside
+the emulated environment of tests/arm64/emulated.sh on x86_64. For minmax channelwise and groupwise-32 it runs
+the real CLI (`python -m quantize`, `validate`, `smoke --reference`) and checks that
+
+- vLLM chose its Arm W4A8 MoE backend (the "Using CPU_INT4 W4A8 Int8 MoE backend" log line) and every MoE
+  layer got CompressedTensorsW4A8Int8MoEMethod,
+- the quantized Linear layers run on the W4A8 linear kernel (Dynamic4bitLinearKernel),
+- vLLM's greedy tokens agree with the PyTorch reference built from the same checkpoint,
+
+then that a checkpoint with a deliberately wrong recipe (an expert group size that does not divide the
+experts' intermediate size) is refused by vLLM, and shows vLLM's own error. Prints each step's time.
+
+    python tests/arm64/check.py [--work DIR] [--max-tokens N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MOE_BACKEND_LINE = "Using CPU_INT4 W4A8 Int8 MoE backend"
+MOE_METHOD = "CompressedTensorsW4A8Int8MoEMethod"
+LINEAR_KERNEL = "Dynamic4bitLinearKernel"
+SCHEMES = {"channelwise": [], "groupwise-32": ["--groupsize", "32"]}
+PROMPTS = ["The red fox", "one two three"]
+BAD_GROUP = 128  # divides hidden_size 256, not the experts' intermediate size 192 (tests/tiny_models.py)
+
+steps: list[tuple[str, float, str]] = []
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def step(name: str, argv: list[str], expect_ok: bool = True) -> subprocess.CompletedProcess:
+    """Run one command of the recipe, record its time; stderr is kept for the backend checks."""
+    print(f"\n=== {name}: {' '.join(argv)}", flush=True)
+    t0 = time.perf_counter()
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    ok = (result.returncode == 0) == expect_ok
+    steps.append((name, seconds, "ok" if ok else f"FAILED (exit {result.returncode})"))
+    print(f"    exit {result.returncode} after {seconds:.0f} s", flush=True)
+    if not ok:
+        sys.stderr.write(result.stderr[-6000:])
+        sys.stdout.write(result.stdout[-2000:])
+        raise CheckFailed(f"{name}: exit {result.returncode}")
+    return result
+
+
+def quantize_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "quantize", *args]
+
+
+def tiny_deepseek(work: Path) -> Path:
+    """The test suite's tiny DeepSeek-V2, built once per version of tests/tiny_models.py."""
+    source = (REPO / "tests" / "tiny_models.py").read_bytes()
+    model = work / f"tiny-deepseek-v2-{hashlib.sha256(source).hexdigest()[:12]}"
+    if (model / "config.json").is_file():
+        print(f"=== tiny DeepSeek-V2: reusing {model}")
+        return model
+    partial = model.with_name(model.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    step("build tiny DeepSeek-V2", [sys.executable, "-m", "tests.tiny_models", "deepseek_v2", str(partial)])
+    partial.rename(model)
+    return model
+
+
+def check_smoke(name: str, result: subprocess.CompletedProcess) -> dict:
+    report = json.loads(result.stdout)
+    layers, agreement = report["layers"], report["agreement"]
+    backend = [line for line in result.stderr.splitlines() if MOE_BACKEND_LINE in line]
+    found = {
+        "moe backend log line": backend[0].split("] ", 1)[-1] if backend else None,
+        "moe methods": layers["moe_methods"],
+        "moe layers": layers["moe_layers"],
+        "w4a8 linear layers": layers["w4a8_linear_layers"],
+        "linear kernels": layers["linear_kernels"],
+        "agreement": f"{agreement['argmax_matches']}/{agreement['positions']} argmax matches, "
+        f"max margin {agreement['max_margin']} (tolerance {agreement['tolerance']}), passed={agreement['passed']}",
+        "generated": [o["text"] for o in report["outputs"]],
+    }
+    for key, value in found.items():
+        print(f"    {key}: {value}")
+    problems = []
+    if not backend:
+        problems.append(f"no '{MOE_BACKEND_LINE}' line in vLLM's log")
+    if layers["moe_methods"] != [MOE_METHOD] or layers["moe_layers"] < 1:
+        problems.append(f"MoE layers use {layers['moe_methods']}, expected [{MOE_METHOD}]")
+    if LINEAR_KERNEL not in layers["linear_kernels"] or layers["other_quantized_linear_layers"]:
+        problems.append(f"linear kernels {layers['linear_kernels']}, expected {LINEAR_KERNEL} for every layer")
+    if not agreement["passed"]:
+        problems.append("vLLM's greedy tokens disagree with the PyTorch reference")
+    if problems:
+        raise CheckFailed(f"{name}: " + "; ".join(problems))
+    return report
+
+
+def plant_bad_recipe(good: Path, bad: Path) -> None:
+    """A copy of a groupwise checkpoint whose recipe claims a group size the experts cannot have."""
+    shutil.rmtree(bad, ignore_errors=True)
+    shutil.copytree(good, bad)
+    config = json.loads((bad / "config.json").read_text())
+    for group in config["quantization_config"]["config_groups"].values():
+        group["weights"]["group_size"] = BAD_GROUP
+    (bad / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def vllm_error(stderr: str) -> str:
+    """The last exception line vLLM printed (the one a user would read)."""
+    lines = [line.strip() for line in stderr.splitlines() if "Error:" in line or "Error(" in line]
+    return lines[-1] if lines else ""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=Path(os.environ.get("TEST_ARM64_WORK", "/tmp/test-arm64")))
+    parser.add_argument("--max-tokens", type=int, default=8)
+    args = parser.parse_args()
+    if platform.machine() not in ("aarch64", "arm64"):
+        print("test-arm64: error: needs an aarch64 Python (fix: make test-arm64, which prepares one)", file=sys.stderr)
+        return 2
+    emulated = os.environ.get("TEST_ARM64_EMULATED") == "1"
+    print(
+        f"machine: {platform.machine()}, {'emulated (QEMU user mode)' if emulated else 'native'}, "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs"
+    )
+    args.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        model = tiny_deepseek(args.work)
+        prompts = [a for p in PROMPTS for a in ("--prompt", p)]
+        outputs = {}
+        for scheme, extra in SCHEMES.items():
+            out = args.work / f"out-{scheme}"
+            kind = scheme.split("-")[0]
+            step(
+                f"quantize minmax {scheme}",
+                quantize_cli(
+                    str(model), "--method", "minmax", "--scheme", kind, *extra, "--output-dir", str(out), "--overwrite"
+                ),
+            )
+            step(f"validate {scheme}", quantize_cli("validate", str(out)))
+            result = step(
+                f"smoke {scheme}",
+                quantize_cli(
+                    "smoke", str(out), "--eager", "--reference", "--max-tokens", str(args.max_tokens), *prompts
+                ),
+            )
+            check_smoke(scheme, result)
+            outputs[scheme] = out
+        bad = args.work / "out-bad-recipe"
+        plant_bad_recipe(outputs["groupwise-32"], bad)
+        result = step(
+            f"smoke, experts group size {BAD_GROUP} (must fail)",
+            quantize_cli("smoke", str(bad), "--eager", "--max-tokens", "1", *prompts[:2]),
+            expect_ok=False,
+        )
+        error = vllm_error(result.stderr)
+        print(f"    vLLM's error: {error}")
+        if f"Group size ({BAD_GROUP})" not in error:
+            sys.stderr.write(result.stderr[-4000:])
+            raise CheckFailed(f"the bad recipe failed, but not with vLLM's group size error: {error!r}")
+    except CheckFailed as exc:
+        print(f"\ntest-arm64: FAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("\nstep times:")
+        for name, seconds, status in steps:
+            print(f"  {seconds:8.1f} s  {status:<18} {name}")
+        print(f"  {time.perf_counter() - t0:8.1f} s  total")
+    print("\ntest-arm64: passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
