@@ -13,6 +13,10 @@ then that a checkpoint with a deliberately wrong recipe (an expert group size th
 experts' intermediate size) is refused by vLLM, and shows vLLM's own error. Prints each step's time.
 
     python tests/arm64/check.py [--work DIR] [--max-tokens N]
+    python tests/arm64/check.py --work DIR --model-only   # any host: build the tiny model into DIR, then stop
+
+The emulated run builds the model on the x86_64 host first (--model-only): the same training takes 20 seconds
+natively and over half an hour under QEMU, and the resulting checkpoint does not depend on the architecture.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ MOE_METHOD = "CompressedTensorsW4A8Int8MoEMethod"
 LINEAR_KERNEL = "Dynamic4bitLinearKernel"
 SCHEMES = {"channelwise": [], "groupwise-32": ["--groupsize", "32"]}
 PROMPTS = ["The red fox", "one two three"]
+TINY_STEPS = 100  # training steps, as the test suite's tiny_deepseek fixture (about 10 minutes under QEMU)
 BAD_GROUP = 128  # divides hidden_size 256, not the experts' intermediate size 192 (tests/tiny_models.py)
 
 steps: list[tuple[str, float, str]] = []
@@ -66,13 +71,14 @@ def quantize_cli(*args: str) -> list[str]:
 def tiny_deepseek(work: Path) -> Path:
     """The test suite's tiny DeepSeek-V2, built once per version of tests/tiny_models.py."""
     source = (REPO / "tests" / "tiny_models.py").read_bytes()
-    model = work / f"tiny-deepseek-v2-{hashlib.sha256(source).hexdigest()[:12]}"
+    model = work / f"tiny-deepseek-v2-{hashlib.sha256(source).hexdigest()[:12]}-{TINY_STEPS}"
     if (model / "config.json").is_file():
         print(f"=== tiny DeepSeek-V2: reusing {model}")
         return model
     partial = model.with_name(model.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    step("build tiny DeepSeek-V2", [sys.executable, "-m", "tests.tiny_models", "deepseek_v2", str(partial)])
+    build = ["-m", "tests.tiny_models", "deepseek_v2", str(partial), "--steps", str(TINY_STEPS)]
+    step("build tiny DeepSeek-V2", [sys.executable, *build])
     partial.rename(model)
     return model
 
@@ -127,7 +133,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TEST_ARM64_WORK", "/tmp/test-arm64")))
     parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--model-only", action="store_true", help="build (or reuse) the tiny model and stop")
     args = parser.parse_args()
+    if args.model_only:
+        args.work.mkdir(parents=True, exist_ok=True)
+        print(tiny_deepseek(args.work))
+        return 0
     if platform.machine() not in ("aarch64", "arm64"):
         print("test-arm64: error: needs an aarch64 Python (fix: make test-arm64, which prepares one)", file=sys.stderr)
         return 2

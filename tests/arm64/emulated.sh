@@ -5,6 +5,7 @@
 #
 #   tests/arm64/emulated.sh prepare        build (or reuse) the environment
 #   tests/arm64/emulated.sh run CMD...     run CMD inside it (repo at /src, a scratch dir at /scratch)
+#   tests/arm64/emulated.sh scratch        print the host path of /scratch
 #
 # Needs root (debootstrap, chroot, mounts) and a Debian/Ubuntu host (apt-get for qemu-user-static).
 #
@@ -149,5 +150,6 @@ case ${1:-} in
     timed "sbgemm shim built" build_shim
     ;;
   run) shift; enter "$@" ;;
-  *) die "usage: $0 prepare | run CMD..." ;;
+  scratch) echo "$cache/scratch" ;;
+  *) die "usage: $0 prepare | run CMD... | scratch" ;;
 esac
