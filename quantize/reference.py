@@ -64,10 +64,7 @@ def load_reference(directory: Path, quantize_activations: bool = True):
         config["dtype"] = "float32"
         (Path(tmp) / "config.json").write_text(json.dumps(config))
         save_file(tensors, str(Path(tmp) / "model.safetensors"))
-        # Eager attention: plain matmul + softmax, no fused kernel shared with what is being checked. Under
-        # QEMU, PyPI's aarch64 torch 2.13 returns wrong scaled_dot_product_attention results for DeepSeek's
-        # MLA shapes (README, Known issues); eager is right there and everywhere else.
-        model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager")
+        model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
     model.eval()
     if quantize_activations:
         for name, module in model.named_modules():

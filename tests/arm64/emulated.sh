@@ -18,6 +18,8 @@
 #   - oneDNN's CPU detection reads the CPU id from /sys/devices/system/cpu/*/regs/identification/midr_el1,
 #     which QEMU user mode does not provide (`import torch` segfaults without it); a fake sysfs with a
 #     Neoverse-N1 id is bind-mounted over the chroot's /sys.
+#   - torch's oneDNN (mkldnn) float32 matmuls are wrong under QEMU, which breaks the PyTorch reference that
+#     vLLM's tokens are checked against; sitecustomize.py (on PYTHONPATH here only) switches them off.
 #   - the stack is installed by the host's pip (`--target`, no byte-compiling): pip under QEMU takes an hour.
 set -euo pipefail
 
@@ -125,7 +127,7 @@ enter() {
     cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
     preload=/opt/shim/libsbgemm.so; [[ -f $rootfs$preload ]] || preload=
     exec chroot "$rootfs" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/scratch LANG=C.UTF-8 \
-      PYTHONPATH="/src:$stack" PYTHONDONTWRITEBYTECODE=1 LD_PRELOAD="$preload" \
+      PYTHONPATH="/src:/src/tests/arm64:$stack" PYTHONDONTWRITEBYTECODE=1 LD_PRELOAD="$preload" \
       HF_HUB_OFFLINE=1 VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-nobind}" \
       TEST_ARM64_EMULATED=1 "$@"
   ' enter "$rootfs" "$repo" "$cache" "$stack" "$@"
