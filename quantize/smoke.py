@@ -128,7 +128,7 @@ def run(
         "generated_tokens": generated,
         "tokens_per_second": round(generated / gen_seconds, 2),
         "layers": summary,
-        "outputs": [{"prompt": r["prompt"], "text": r["text"]} for r in results],
+        "outputs": results,  # with token ids, so that agreement can also be checked later, elsewhere
     }
     if not is_arm():
         report["note"] = (

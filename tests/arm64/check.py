@@ -7,7 +7,10 @@ the real CLI (`python -m quantize`, `validate`, `smoke --reference`) and checks 
 - vLLM chose its Arm W4A8 MoE backend (the "Using CPU_INT4 W4A8 Int8 MoE backend" log line) and every MoE
   layer got CompressedTensorsW4A8Int8MoEMethod,
 - the quantized Linear layers run on the W4A8 linear kernel (Dynamic4bitLinearKernel),
-- vLLM's greedy tokens agree with the PyTorch reference built from the same checkpoint,
+- vLLM's greedy tokens agree with the PyTorch reference built from the same checkpoint (`quantize/reference.py`,
+  in a fresh process: under QEMU, the reference computed inside the process that ran vLLM, as
+  `smoke --reference` does, disagrees with the same reference computed alone, which matches x86_64 exactly;
+  the cause was not found, see the README's known issues),
 
 then that a checkpoint with a deliberately wrong recipe (an expert group size that does not divide the
 experts' intermediate size) is refused by vLLM, and shows vLLM's own error. Prints each step's time.
@@ -83,9 +86,23 @@ def tiny_deepseek(work: Path) -> Path:
     return model
 
 
-def check_smoke(name: str, result: subprocess.CompletedProcess) -> dict:
+AGREEMENT = """
+import json, sys
+from pathlib import Path
+from quantize import reference
+print(json.dumps(reference.agreement(Path(sys.argv[1]), json.load(sys.stdin)["outputs"])))
+"""
+
+
+def check_smoke(name: str, out: Path, result: subprocess.CompletedProcess) -> dict:
     report = json.loads(result.stdout)
-    layers, agreement = report["layers"], report["agreement"]
+    ref = subprocess.run(
+        [sys.executable, "-c", AGREEMENT, str(out)], cwd=REPO, input=result.stdout, capture_output=True, text=True
+    )
+    if ref.returncode != 0:
+        sys.stderr.write(ref.stderr[-4000:])
+        raise CheckFailed(f"{name}: the PyTorch reference failed (exit {ref.returncode})")
+    layers, agreement = report["layers"], json.loads(ref.stdout)
     backend = [line for line in result.stderr.splitlines() if MOE_BACKEND_LINE in line]
     found = {
         "moe backend log line": backend[0].split("] ", 1)[-1] if backend else None,
@@ -165,11 +182,9 @@ def main() -> int:
             step(f"validate {scheme}", quantize_cli("validate", str(out)))
             result = step(
                 f"smoke {scheme}",
-                quantize_cli(
-                    "smoke", str(out), "--eager", "--reference", "--max-tokens", str(args.max_tokens), *prompts
-                ),
+                quantize_cli("smoke", str(out), "--eager", "--max-tokens", str(args.max_tokens), *prompts),
             )
-            check_smoke(scheme, result)
+            check_smoke(scheme, out, result)
             outputs[scheme] = out
         bad = args.work / "out-bad-recipe"
         plant_bad_recipe(outputs["groupwise-32"], bad)
