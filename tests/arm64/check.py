@@ -131,12 +131,20 @@ def check_smoke(name: str, out: Path, result: subprocess.CompletedProcess) -> di
 
 
 def plant_bad_recipe(good: Path, bad: Path) -> None:
-    """A copy of a groupwise checkpoint whose recipe claims a group size the experts cannot have."""
+    """A copy of a groupwise checkpoint whose recipe gives the routed experts a group size they cannot have.
+
+    The experts get their own config group (a regex target, which compressed-tensors and vLLM prefer over the
+    class target "Linear" of the other layers), with group size 128: it divides hidden_size 256 but not the
+    experts' intermediate size 192.
+    """
     shutil.rmtree(bad, ignore_errors=True)
     shutil.copytree(good, bad)
     config = json.loads((bad / "config.json").read_text())
-    for group in config["quantization_config"]["config_groups"].values():
-        group["weights"]["group_size"] = BAD_GROUP
+    groups = config["quantization_config"]["config_groups"]
+    experts = json.loads(json.dumps(next(iter(groups.values()))))
+    experts["targets"] = [r"re:.*mlp\.experts\.\d+\..*"]
+    experts["weights"]["group_size"] = BAD_GROUP
+    groups["experts"] = experts
     (bad / "config.json").write_text(json.dumps(config, indent=2))
 
 
@@ -195,7 +203,7 @@ def main() -> int:
         )
         error = vllm_error(result.stderr)
         print(f"    vLLM's error: {error}")
-        if f"Group size ({BAD_GROUP})" not in error:
+        if f"Group size ({BAD_GROUP}) must evenly divide" not in error:
             sys.stderr.write(result.stderr[-4000:])
             raise CheckFailed(f"the bad recipe failed, but not with vLLM's group size error: {error!r}")
     except CheckFailed as exc:
