@@ -41,7 +41,7 @@ MOE_METHOD = "CompressedTensorsW4A8Int8MoEMethod"
 LINEAR_KERNEL = "Dynamic4bitLinearKernel"
 SCHEMES = {"channelwise": [], "groupwise-32": ["--groupsize", "32"]}
 PROMPTS = ["The red fox", "one two three"]
-TINY_STEPS = 100  # training steps, as the test suite's tiny_deepseek fixture (about 10 minutes under QEMU)
+TINY_STEPS = 100  # training steps, as the test suite's tiny_deepseek fixture
 BAD_GROUP = 128  # divides hidden_size 256, not the experts' intermediate size 192 (tests/tiny_models.py)
 
 steps: list[tuple[str, float, str]] = []
