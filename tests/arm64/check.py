@@ -2,7 +2,7 @@
 
 Run by `make test-arm64` (tests/arm64/run.sh) with an aarch64 Python: natively on an arm64 host, or inside
 the emulated environment of tests/arm64/emulated.sh on x86_64. For minmax channelwise and groupwise-32 it runs
-the real CLI (`python -m quantize`, `validate`, `smoke --reference`) and checks that
+the real CLI (`python -m quantize`, `validate`, `smoke`) and checks that
 
 - vLLM chose its Arm W4A8 MoE backend (the "Using CPU_INT4 W4A8 Int8 MoE backend" log line) and every MoE
   layer got CompressedTensorsW4A8Int8MoEMethod,
@@ -25,6 +25,7 @@ natively and over half an hour under QEMU, and the resulting checkpoint does not
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -94,7 +95,7 @@ print(json.dumps(reference.agreement(Path(sys.argv[1]), json.load(sys.stdin)["ou
 """
 
 
-def check_smoke(name: str, out: Path, result: subprocess.CompletedProcess) -> dict:
+def check_smoke(name: str, out: Path, result: subprocess.CompletedProcess) -> None:
     report = json.loads(result.stdout)
     ref = subprocess.run(
         [sys.executable, "-c", AGREEMENT, str(out)], cwd=REPO, input=result.stdout, capture_output=True, text=True
@@ -127,7 +128,6 @@ def check_smoke(name: str, out: Path, result: subprocess.CompletedProcess) -> di
         problems.append("vLLM's greedy tokens disagree with the PyTorch reference")
     if problems:
         raise CheckFailed(f"{name}: " + "; ".join(problems))
-    return report
 
 
 def plant_bad_recipe(good: Path, bad: Path) -> None:
@@ -141,7 +141,7 @@ def plant_bad_recipe(good: Path, bad: Path) -> None:
     shutil.copytree(good, bad)
     config = json.loads((bad / "config.json").read_text())
     groups = config["quantization_config"]["config_groups"]
-    experts = json.loads(json.dumps(next(iter(groups.values()))))
+    experts = copy.deepcopy(next(iter(groups.values())))
     experts["targets"] = [r"re:.*mlp\.experts\.\d+\..*"]
     experts["weights"]["group_size"] = BAD_GROUP
     groups["experts"] = experts

@@ -2,8 +2,8 @@
 # make test-arm64: the headline path (tiny DeepSeek-V2, W4A8, vLLM's Arm MoE and linear kernels) on arm64.
 #   - on an arm64 host: natively, in .venv (make venv), e.g. on GitHub's ubuntu-24.04-arm runners;
 #   - on an x86_64 host: inside the QEMU-emulated Debian arm64 environment of tests/arm64/emulated.sh
-#     (root needed; first run about half an hour to prepare, cached in $ARM64_CACHE after that).
-# Not part of .ci/run: under emulation the check itself takes the better part of an hour.
+#     (root needed; the first run prepares it in about 7 minutes, cached in $ARM64_CACHE after that).
+# Not part of .ci/run: under emulation the check itself takes about 17 minutes (README, Tests).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 t0=$SECONDS
