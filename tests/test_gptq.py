@@ -84,3 +84,19 @@ def test_token_windows():
     assert [len(w) for w in windows] == [3, 3, 2]
     assert corpus.token_windows(Tok(), ["a b c d"], seq_len=3) == [[0, 1, 2]]  # a 1-token tail scores nothing
     assert len(corpus.token_windows(Tok(), ["a " * 30], seq_len=3, max_windows=4)) == 4
+
+
+def test_too_little_calibration_text_warns(tiny_llama):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from quantize.quantizer import calibration_warning, widest_input
+    from quantize.recipe import Recipe
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    widest = widest_input(model, Recipe(method="gptq"))
+    assert widest == model.config.intermediate_size  # down_proj, the widest quantized layer
+    warning = calibration_warning(1_642, widest)
+    assert warning.startswith("Warning: 1,642 calibration tokens for layers with up to 320 inputs")
+    assert "at least 3,200 tokens" in warning and "make wikipedia" in warning
+    assert calibration_warning(3_200, widest) is None

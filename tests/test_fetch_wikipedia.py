@@ -1,0 +1,47 @@
+"""scripts/fetch-wikipedia.py: the markup stripper and the article filter (the download needs PyPI, not tested)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fetch-wikipedia.py"
+
+
+@pytest.fixture(scope="module")
+def wiki():
+    spec = importlib.util.spec_from_file_location("fetch_wikipedia", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plain_text_keeps_prose_and_drops_markup(wiki):
+    wikitext = (
+        "{{Infobox person|name={{nowrap|A. B.}}|born=1900}}\n"
+        "'''Ada''' was a [[mathematician]] from [[London|the capital]].<ref name=x>Cited, p. 3.</ref> "
+        "She wrote [http://example.org notes].<ref name=y/>\n"
+        "<!-- editors: keep this short -->\n"
+        "== Early life ==\n"
+        "* She read ''widely''.\n"
+        '{| class="wikitable"\n| cell || cell\n|}\n'
+        "[[File:Ada.jpg|thumb|Ada with [[Charles Babbage|Babbage]]]]\n"
+        "[[Category:Mathematicians]]\n[[de:Ada]]\n"
+    )
+    assert wiki.plain_text(wikitext) == (
+        "Ada was a mathematician from the capital. She wrote notes.\n\nEarly life\nShe read widely."
+    )
+
+
+def test_articles_skip_redirects_and_stubs(wiki):
+    body = "A long article sentence. " * 100
+    xml = (
+        '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">'
+        f"<page><title>Long</title><revision><text>{body}</text></revision></page>"
+        "<page><title>Moved</title><revision><text>#REDIRECT [[Long]]</text></revision></page>"
+        "<page><title>Stub</title><revision><text>Too short &amp; small.</text></revision></page>"
+        "</mediawiki>"
+    ).encode()
+    assert list(wiki.articles(xml)) == [("Long", body.strip())]
