@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Where a W4A8 checkpoint's weights lose accuracy: per-layer output error, and perplexity by layer subset.
+
+Diagnostics behind docs/quality.md, on the PyTorch reference path (float32, transformers, the checkpoint's int4
+weights dequantized by `quantize.reference`); activations are left unquantized to isolate the weights.
+
+    scripts/weight-error.py layers SOURCE CKPT...   # sum over quantized Linears of ||X(Wq-W)^T||^2 / ||XW^T||^2,
+                                                    # X = SOURCE's inputs to the layer, on eval and calibration text
+    scripts/weight-error.py subsets SOURCE CKPT     # perplexity (built-in eval text) with only some layers quantized
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections import defaultdict
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from quantize import checkpoint, corpus, reference
+
+TEXTS = {"eval": "builtin:eval", "calibration": "builtin:calibration"}
+SUBSETS = {
+    "all": lambda n: True,
+    "attention only": lambda n: ".self_attn." in n,
+    "mlp only": lambda n: ".mlp." in n,
+    "all but down_proj": lambda n: "down_proj" not in n,
+    "all but layer 0": lambda n: not n.startswith("model.layers.0."),
+    "all but the first and last two layers": lambda n: not re.match(r"model\.layers\.(0|1|28|29)\.", n),
+}
+
+
+def dequantized(directory: str, names) -> dict:
+    reader = checkpoint.Reader(directory)
+    return {n: reference.dequantize(reader.get(f"{n}.weight"), reader.get(f"{n}.weight_scale")).double() for n in names}
+
+
+def layer_errors(model, tokenizer, checkpoints: list[str], windows: int = 4) -> None:
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"}
+    gram = {text: _input_grams(model, linears, tokenizer, spec, windows) for text, spec in TEXTS.items()}
+    for directory in checkpoints:
+        weights = dequantized(directory, linears)
+        for text, sums in gram.items():
+            by_kind = defaultdict(float)
+            for n, m in linears.items():
+                w, d = m.weight.double(), weights[n] - m.weight.double()
+                by_kind[n.rsplit(".", 1)[-1]] += (
+                    torch.trace(d @ sums[n] @ d.T) / torch.trace(w @ sums[n] @ w.T)
+                ).item()
+            kinds = ", ".join(f"{k} {v:.3f}" for k, v in by_kind.items())
+            print(f"{directory} on {text}: {sum(by_kind.values()):.2f} ({kinds})")
+
+
+def _input_grams(model, linears: dict, tokenizer, spec: str, windows: int) -> dict:
+    """layer -> X^T X of its inputs over the first `windows` windows of `spec`."""
+    sums = defaultdict(float)
+
+    def hook(name):
+        def accumulate(_module, args):
+            x = args[0].reshape(-1, args[0].shape[-1]).double()
+            sums[name] = sums[name] + x.T @ x
+
+        return accumulate
+
+    hooks = [m.register_forward_pre_hook(hook(n)) for n, m in linears.items()]
+    with torch.no_grad():
+        for w in corpus.token_windows(tokenizer, corpus.load_texts(spec), 512, windows):
+            model(input_ids=torch.tensor([w]))
+    for h in hooks:
+        h.remove()
+    return dict(sums)
+
+
+def subset_perplexities(model, tokenizer, directory: str) -> None:
+    modules = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"}
+    original = {n: m.weight.detach().clone() for n, m in modules.items()}
+    weights = dequantized(directory, modules)
+    windows = corpus.token_windows(tokenizer, corpus.load_texts(TEXTS["eval"]), 512)
+    print(f"{'bf16':40s} {perplexity(model, windows):.2f}")
+    for label, chosen in SUBSETS.items():
+        for n, m in modules.items():
+            m.weight.data.copy_(weights[n] if chosen(n) else original[n])
+        print(f"{label:40s} {perplexity(model, windows):.2f}", flush=True)
+
+
+def perplexity(model, windows) -> float:
+    nll = count = 0.0
+    with torch.no_grad():
+        for w in windows:
+            ids = torch.tensor([w])
+            logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+            nll -= logprobs[:-1].gather(1, ids[0, 1:, None]).sum().item()
+            count += len(w) - 1
+    return math.exp(nll / count)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["layers", "subsets"])
+    parser.add_argument("source", help="the unquantized checkpoint")
+    parser.add_argument("checkpoints", nargs="+", help="W4A8 checkpoints written by python -m quantize")
+    args = parser.parse_args()
+    tokenizer = AutoTokenizer.from_pretrained(args.source)
+    model = AutoModelForCausalLM.from_pretrained(args.source, dtype=torch.float32).eval()
+    if args.mode == "layers":
+        layer_errors(model, tokenizer, args.checkpoints)
+    else:
+        for directory in args.checkpoints:
+            subset_perplexities(model, tokenizer, directory)
+
+
+if __name__ == "__main__":
+    main()
