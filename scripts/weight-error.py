@@ -12,40 +12,48 @@ weights dequantized by `quantize.reference`); activations are left unquantized t
 from __future__ import annotations
 
 import argparse
-import math
-import re
 from collections import defaultdict
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from quantize import checkpoint, corpus, reference
+from quantize import checkpoint, corpus, evaluate, reference
 
 TEXTS = {"eval": "builtin:eval", "calibration": "builtin:calibration"}
-SUBSETS = {
-    "all": lambda n: True,
-    "attention only": lambda n: ".self_attn." in n,
-    "mlp only": lambda n: ".mlp." in n,
-    "all but down_proj": lambda n: "down_proj" not in n,
-    "all but layer 0": lambda n: not n.startswith("model.layers.0."),
-    "all but the first and last two layers": lambda n: not re.match(r"model\.layers\.(0|1|28|29)\.", n),
-}
 
 
-def dequantized(directory: str, names) -> dict:
+def subsets(layers: int) -> dict:
+    """Label -> which quantized modules (by name) keep their int4 weights; the rest get the source's back."""
+    edges = tuple(f"model.layers.{i}." for i in (0, 1, layers - 2, layers - 1))
+    return {
+        "all": lambda n: True,
+        "attention only": lambda n: ".self_attn." in n,
+        "mlp only": lambda n: ".mlp." in n,
+        "all but down_proj": lambda n: "down_proj" not in n,
+        "all but layer 0": lambda n: not n.startswith("model.layers.0."),
+        "all but the first and last two layers": lambda n: not n.startswith(edges),
+    }
+
+
+def dequantized(directory: str) -> dict:
+    """Module name -> float64 dequantized weight, for every module the checkpoint quantized."""
     reader = checkpoint.Reader(directory)
-    return {n: reference.dequantize(reader.get(f"{n}.weight"), reader.get(f"{n}.weight_scale")).double() for n in names}
+    return {
+        n: reference.dequantize(reader.get(f"{n}.weight"), reader.get(f"{n}.weight_scale")).double()
+        for n in checkpoint.quantized_modules(reader.index)
+    }
 
 
 def layer_errors(model, tokenizer, checkpoints: list[str], windows: int = 4) -> None:
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"}
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     gram = {text: _input_grams(model, linears, tokenizer, spec, windows) for text, spec in TEXTS.items()}
     for directory in checkpoints:
-        weights = dequantized(directory, linears)
+        weights = dequantized(directory)
         for text, sums in gram.items():
             by_kind = defaultdict(float)
-            for n, m in linears.items():
-                w, d = m.weight.double(), weights[n] - m.weight.double()
+            for n, quantized in weights.items():
+                w = linears[n].weight.double()
+                d = quantized - w
                 by_kind[n.rsplit(".", 1)[-1]] += (
                     torch.trace(d @ sums[n] @ d.T) / torch.trace(w @ sums[n] @ w.T)
                 ).item()
@@ -74,26 +82,26 @@ def _input_grams(model, linears: dict, tokenizer, spec: str, windows: int) -> di
 
 
 def subset_perplexities(model, tokenizer, directory: str) -> None:
-    modules = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"}
+    weights = dequantized(directory)
+    modules = {n: model.get_submodule(n) for n in weights}
     original = {n: m.weight.detach().clone() for n, m in modules.items()}
-    weights = dequantized(directory, modules)
     windows = corpus.token_windows(tokenizer, corpus.load_texts(TEXTS["eval"]), 512)
     print(f"{'bf16':40s} {perplexity(model, windows):.2f}")
-    for label, chosen in SUBSETS.items():
+    for label, chosen in subsets(model.config.num_hidden_layers).items():
         for n, m in modules.items():
             m.weight.data.copy_(weights[n] if chosen(n) else original[n])
         print(f"{label:40s} {perplexity(model, windows):.2f}", flush=True)
 
 
 def perplexity(model, windows) -> float:
-    nll = count = 0.0
+    """`evaluate.perplexity` (what `quantize eval` reports) of the log-probs `model` gives each next token."""
+    actual = []
     with torch.no_grad():
         for w in windows:
             ids = torch.tensor([w])
             logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
-            nll -= logprobs[:-1].gather(1, ids[0, 1:, None]).sum().item()
-            count += len(w) - 1
-    return math.exp(nll / count)
+            actual += logprobs[:-1].gather(1, ids[0, 1:, None]).squeeze(1).tolist()
+    return evaluate.perplexity(actual)
 
 
 def main() -> None:
