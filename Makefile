@@ -135,13 +135,9 @@ wikipedia: $(STAMP) ## Calibration text without the Hub: ~100 Wikipedia articles
 quality: smollm2 wikipedia ## The quality table (bf16, minmax/mse x channelwise/g32, gptq-32) -> docs/quality-table.md
 	$(PY) scripts/quality-table.py --model $(SMOLLM2) --calibration $(WIKIPEDIA) --markdown docs/quality-table.md $(EVAL_ARGS)
 
-.PHONY: tiny-model
-tiny-model: $(STAMP) ## Build the offline tiny Llama used by the demo (tiny-models/llama)
-	[[ -f tiny-models/llama/config.json ]] || $(PY) -m tests.tiny_models llama tiny-models/llama
-
 .PHONY: demo
-demo: tiny-model ## Quantize the tiny model, validate it and smoke it in vLLM (RUNNER=host|docker; no Hub)
-	$(MAKE) quantize MODEL=tiny-models/llama QUANTIZE_ARGS="--overwrite $(QUANTIZE_ARGS)"
+demo: ## Quantize the committed tiny Llama, validate it and smoke it in vLLM (RUNNER=host|docker; no Hub)
+	$(MAKE) quantize MODEL=tests/data/tiny-models/llama QUANTIZE_ARGS="--overwrite $(QUANTIZE_ARGS)"
 	$(MAKE) validate DIR=$(OUT)/llama-w4a8dyn-$(METHOD)-$(SCHEME)
 	$(MAKE) smoke DIR=$(OUT)/llama-w4a8dyn-$(METHOD)-$(SCHEME) SMOKE_ARGS="--eager --reference $(SMOKE_ARGS)"
 
@@ -186,6 +182,13 @@ image-check: image-local ## One command, no registry: build the image, then demo
 test-image: ## Run the test suite inside the image's test stage ($(IMAGE)-test)
 	$(DOCKER) run --rm --shm-size $(SHM_SIZE) $(IMAGE)-test
 
+.PHONY: image-clean
+image-clean: ## Remove $(IMAGE) and $(IMAGE)-test (PRUNE=1: also the base image and BuildKit's cache; both rebuildable)
+	@for image in $(IMAGE) $(IMAGE)-test $(if $(PRUNE),$$(sed -n 's/^ARG BASE_IMAGE=//p' Dockerfile)); do \
+	  if $(DOCKER) image inspect "$$image" >/dev/null 2>&1; then $(DOCKER) image rm "$$image"; fi; \
+	done
+	$(if $(PRUNE),$(DOCKER) builder prune -af)
+
 .PHONY: shell
 shell: ## A shell in the image, with OUT/ and the HF cache mounted
 	$(DOCKER_RUN) -it $(IMAGE) bash
@@ -195,6 +198,16 @@ shell: ## A shell in the image, with OUT/ and the HF cache mounted
 .PHONY: test
 test: $(STAMP) ## Run the test suite (about 3 minutes on 2 cores)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: fault-matrix
+fault-matrix: smollm2 ## smoke --reference against planted faults, tiny Llama and SmolLM2-135M -> docs/fault-matrix/
+	@for model in tests/data/tiny-models/llama $(SMOLLM2); do \
+	  name=$$(basename $$model)-minmax-g32; \
+	  $(PY) -m quantize $$model --method minmax --scheme groupwise --groupsize 32 \
+	    --output-dir $(OUT)/fault-matrix/$$name --overwrite; \
+	  $(PY) -m tests.faults $(OUT)/fault-matrix/$$name --work $(OUT)/fault-matrix/planted \
+	    --markdown docs/fault-matrix/$$name.md; \
+	done
 
 .PHONY: test-arm64
 test-arm64: ## Tiny DeepSeek-V2 W4A8 on vLLM's Arm kernels: native on arm64, QEMU-emulated on x86_64 (root; slow)

@@ -10,6 +10,16 @@ from pathlib import Path
 from .errors import QuantizeError
 
 EXPERT_RE = re.compile(r"\.experts\.\d+\.")
+INDEX = "model.safetensors.index.json"
+LFS_POINTER = b"version https://git-lfs"  # what a clone without git-lfs holds instead of the weights
+RECOPY_FIX = "download or copy the model again (an interrupted download or copy leaves files incomplete)"
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise QuantizeError(f"{path} is not valid JSON ({exc})", RECOPY_FIX) from exc
 
 
 def read_config(directory: Path) -> dict:
@@ -21,7 +31,7 @@ def read_config(directory: Path) -> dict:
         raise QuantizeError(
             f"{directory} is not a model directory (no config.json)", "pass the directory quantize wrote"
         )
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def quantization_config(directory: Path) -> dict:
@@ -36,19 +46,41 @@ def quantization_config(directory: Path) -> dict:
 
 
 def shard_files(directory: Path) -> list[Path]:
+    """The *.safetensors files, checked against the index (if any) for shards it names that are missing."""
     shards = sorted(Path(directory).glob("*.safetensors"))
     if not shards:
         raise QuantizeError(f"{directory} has no *.safetensors files", "pass the directory quantize wrote")
+    index = Path(directory) / INDEX
+    if index.is_file():
+        missing = sorted(set(read_json(index).get("weight_map", {}).values()) - {s.name for s in shards})
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise QuantizeError(f"{index} names {missing[0]}{more}, which is missing", RECOPY_FIX)
     return shards
+
+
+def open_shard(shard: Path):
+    """`safe_open(shard)`, failing with one line for a file that is not safetensors (truncated, a Git LFS
+    pointer). The header check covers the whole file: safetensors refuses a file shorter than its header says."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        return safe_open(shard, "pt")
+    except SafetensorError as exc:
+        with open(shard, "rb") as fh:
+            if fh.read(len(LFS_POINTER)) == LFS_POINTER:
+                raise QuantizeError(
+                    f"{shard} is a Git LFS pointer, not the weights", f"run 'git lfs pull' in {shard.parent}"
+                ) from exc
+        reason = str(exc).removeprefix("Error while deserializing header: ")
+        raise QuantizeError(f"{shard} is not a readable safetensors file ({reason})", RECOPY_FIX) from exc
 
 
 def tensor_shapes(directory: Path) -> dict[str, tuple[list[int], str]]:
     """name -> (shape, safetensors dtype string), from the shard headers only."""
-    from safetensors import safe_open
-
     shapes = {}
     for shard in shard_files(directory):
-        with safe_open(shard, "pt") as fh:
+        with open_shard(shard) as fh:
             for name in fh.keys():
                 sl = fh.get_slice(name)
                 shapes[name] = (list(sl.get_shape()), sl.get_dtype())
@@ -57,10 +89,8 @@ def tensor_shapes(directory: Path) -> dict[str, tuple[list[int], str]]:
 
 def iter_tensors(directory: Path) -> Iterator[tuple[str, object]]:
     """(name, torch tensor), one at a time."""
-    from safetensors import safe_open
-
     for shard in shard_files(directory):
-        with safe_open(shard, "pt") as fh:
+        with open_shard(shard) as fh:
             for name in fh.keys():
                 yield name, fh.get_tensor(name)
 
@@ -78,15 +108,11 @@ class Reader:
     """Random access to a checkpoint's tensors by name; the name -> shard index is read once."""
 
     def __init__(self, directory: Path) -> None:
-        from safetensors import safe_open
-
         self.index: dict[str, Path] = {}
         for shard in shard_files(directory):
-            with safe_open(shard, "pt") as fh:
+            with open_shard(shard) as fh:
                 self.index.update(dict.fromkeys(fh.keys(), shard))
 
     def get(self, name: str):
-        from safetensors import safe_open
-
-        with safe_open(self.index[name], "pt") as fh:
+        with open_shard(self.index[name]) as fh:
             return fh.get_tensor(name)

@@ -1,6 +1,10 @@
-"""One error type for every failure a user can fix, and the one place that formats it."""
+"""One error type for every failure a user can fix, and the one place that formats it (and warnings)."""
 
 from __future__ import annotations
+
+import errno
+import os
+import sys
 
 
 class QuantizeError(Exception):
@@ -18,3 +22,23 @@ class QuantizeError(Exception):
 
     def format(self) -> str:
         return f"error: {self.message} (fix: {self.hint})" if self.hint else f"error: {self.message}"
+
+
+def warn(message: str, hint: str) -> None:
+    """A problem that does not stop the run, as one line on stderr: ``warning: <message> (fix: <hint>)``."""
+    print(f"warning: {message} (fix: {hint})", file=sys.stderr)
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from, is a full disk (or quota). safetensors raises its own
+    SafetensorError, not an OSError, so the operating system's text for the errno is matched too."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            return True
+        if any(os.strerror(code) in str(exc) for code in _FULL):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

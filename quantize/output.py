@@ -2,7 +2,8 @@
 
 A run that fails, is interrupted (Ctrl-C, SIGTERM) or is killed (SIGKILL, OOM) never leaves anything under
 the final name. Temporary directories left by killed runs are named `.<name>.partial-<pid>` and are
-removed by the next run once their process is gone.
+removed by the next run once their process is gone. A run is refused up front when the filesystem lacks the room
+for the output, and a disk that fills up anyway ends as a one-line error like any other.
 """
 
 from __future__ import annotations
@@ -14,9 +15,30 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import QuantizeError
+from .errors import QuantizeError, disk_full
 
 PARTIAL = ".partial-"
+NO_ROOM_FIX = "free space there, or choose --output-root/--output-dir on a filesystem with more room"
+
+
+def human_size(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def partial_path(target: Path, resumable: bool = False) -> Path:
+    """Where a run writes before the rename: fixed for a resumable run, per process otherwise."""
+    return target.parent / f".{target.name}{PARTIAL}{'resume' if resumable else os.getpid()}"
 
 
 def check_target(target: Path, overwrite: bool) -> None:
@@ -27,9 +49,7 @@ def check_target(target: Path, overwrite: bool) -> None:
             f"output directory {target} already exists",
             "pass --overwrite to replace it, or choose another --output-dir",
         )
-    ancestor = target.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
+    ancestor = _existing_ancestor(target.parent)
     if not ancestor.is_dir():
         raise QuantizeError(
             f"cannot create the output directory under {ancestor}: it is a file",
@@ -38,6 +58,32 @@ def check_target(target: Path, overwrite: bool) -> None:
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise QuantizeError(
             f"output directory {ancestor} is not writable", "choose a writable --output-root or --output-dir"
+        )
+
+
+def check_apart(target: Path, source: Path) -> None:
+    """The output must not be the source directory, nor hold it: --overwrite would delete the source."""
+    resolved = target.resolve()
+    if resolved == source or resolved in source.parents:
+        raise QuantizeError(
+            f"the output directory {target} is or holds the source model {source}, which --overwrite would delete",
+            "choose an --output-dir outside the source model",
+        )
+
+
+def check_free_space(target: Path, needed: int, resumable: bool = False) -> None:
+    """Fail before any work if the output's filesystem has less than `needed` bytes free. What a resumable
+    partial directory already holds counts as free: the run reuses or replaces it."""
+    ancestor = _existing_ancestor(target.parent)
+    free = shutil.disk_usage(ancestor).free
+    partial = partial_path(target, resumable)
+    reusable = sum(p.stat().st_size for p in partial.rglob("*") if p.is_file()) if resumable else 0
+    if free + reusable < needed:
+        held = f" (and {human_size(reusable)} in {partial.name}, which this run reuses)" if reusable else ""
+        raise QuantizeError(
+            f"the output needs about {human_size(needed)} but the filesystem of {ancestor} has "
+            f"{human_size(free)} free{held}",
+            NO_ROOM_FIX,
         )
 
 
@@ -98,7 +144,7 @@ def atomic_directory(target: Path, overwrite: bool = False, resumable: bool = Fa
     check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(target)
-    partial = target.parent / f".{target.name}{PARTIAL}{'resume' if resumable else os.getpid()}"
+    partial = partial_path(target, resumable)
     if not resumable:
         shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(exist_ok=resumable)
@@ -117,6 +163,11 @@ def atomic_directory(target: Path, overwrite: bool = False, resumable: bool = Fa
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.rename(partial, target)
+    except Exception as exc:
+        if not disk_full(exc):
+            raise
+        kept = f"; the shards finished so far are kept in {partial.name} for a rerun to resume" if resumable else ""
+        raise QuantizeError(f"the filesystem ran out of space while writing {target}{kept}", NO_ROOM_FIX) from exc
     finally:
         if partial.exists() and not resumable:
             shutil.rmtree(partial, ignore_errors=True)

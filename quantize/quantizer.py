@@ -4,6 +4,8 @@ Differences from the seed, all deliberate:
 - the model is loaded in its checkpoint dtype (bf16 for DeepSeek-V2-Lite), not upcast to fp32
   (`dtype="float32"` reproduces the seed);
 - the group size is checked against every layer before any weight is downloaded or loaded;
+- bad input is refused before any work, in one line: a config.json transformers cannot build, unreadable or
+  missing weight shards, too little free space for the output; a missing tokenizer is a warning;
 - MoE router gates are ignored by name, and experts can be left unquantized (`skip_experts`);
 - the output appears atomically, with a manifest.
 """
@@ -14,11 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import manifest, output, shapes, source
-from .errors import QuantizeError
+from . import manifest, output, shapes, source, stream
+from .errors import QuantizeError, warn
 from .recipe import Recipe
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+DTYPE_BYTES = {"auto": 0, "bfloat16": 2, "float16": 2, "float32": 4}  # 0: the checkpoint's own
 # GPTQ solves, per layer, a least-squares problem over the layer's inputs (an inputs x inputs Hessian). With
 # fewer calibration tokens than about ten times a layer's inputs it fits the calibration text rather than the
 # model: on SmolLM2-135M (widest layer 1,536 inputs) 1,642 tokens cut the layers' output error 4x on that text
@@ -64,6 +67,8 @@ def run(job: Job, log=print) -> Path:
 
     with timer("check"):
         src = source.resolve(job.model_id, job.revision, config_only=True, trust_remote_code=job.trust_remote_code)
+        output.check_apart(target, src.path)
+        source.read_config(src, job.trust_remote_code)
         shapes.check_group_size(job.recipe, list(shapes.quantizable_in_features(src.path, job.trust_remote_code)))
     with timer("download"):
         if not src.is_local:
@@ -73,10 +78,13 @@ def run(job: Job, log=print) -> Path:
             f"{job.model_id} has no *.safetensors weights",
             "convert the checkpoint to safetensors (transformers save_pretrained does) and retry",
         )
+    has_tokenizer = check_tokenizer(job, src.path, target)
+    engine = choose_engine(job, src.path, log)
+    needed = stream.estimate_output_bytes(src.path, job.recipe, DTYPE_BYTES[job.dtype], job.trust_remote_code)
+    output.check_free_space(target, needed, resumable=engine == "stream")
 
     # sha256 of the source files for the manifest, computed beside the quantization (hashlib releases the GIL)
     hashing = ThreadPoolExecutor(max_workers=1).submit(source.file_hashes, src.path)
-    engine = choose_engine(job, src.path, log)
     arguments = {**job.recipe.as_dict(), "dtype": job.dtype, "trust_remote_code": job.trust_remote_code,
                  "engine": engine}  # fmt: skip
     source_info = {
@@ -85,8 +93,6 @@ def run(job: Job, log=print) -> Path:
         "local": src.is_local,
     }
     if engine == "stream":
-        from . import stream
-
         with output.atomic_directory(target, overwrite=job.overwrite, resumable=True) as partial:
             with timer("quantize"):
                 fingerprint = {"source": source.file_stats(src.path), "arguments": arguments,
@@ -108,7 +114,9 @@ def run(job: Job, log=print) -> Path:
         model = AutoModelForCausalLM.from_pretrained(
             src.path, dtype=_torch_dtype(job.dtype), trust_remote_code=job.trust_remote_code
         )
-        tokenizer = AutoTokenizer.from_pretrained(src.path, trust_remote_code=job.trust_remote_code)
+        tokenizer = (
+            AutoTokenizer.from_pretrained(src.path, trust_remote_code=job.trust_remote_code) if has_tokenizer else None
+        )
 
     calibration = {}
     if job.recipe.calibrated:
@@ -172,12 +180,29 @@ def calibration_warning(tokens: int, widest: int) -> str | None:
     )
 
 
+def check_tokenizer(job: Job, source_dir: Path, target: Path) -> bool:
+    """Whether the source has a tokenizer. Without one the checkpoint has none either, and vLLM cannot serve it
+    until one is added: a warning, as that can be done afterwards; but a calibrated method cannot tokenize its
+    text: an error."""
+    if source.has_tokenizer(source_dir):
+        return True
+    missing = f"{job.model_id} has no tokenizer (none of {', '.join(source.TOKENIZER_FILES)})"
+    if job.recipe.calibrated:
+        raise QuantizeError(
+            f"{missing}, and --method {job.recipe.method} needs one to tokenize its calibration text",
+            f"copy the original model's tokenizer files into {source_dir}",
+        )
+    warn(
+        f"{missing}, so the quantized checkpoint will have none and vLLM cannot serve it",
+        f"copy the original model's tokenizer files into {target} after quantizing",
+    )
+    return False
+
+
 def choose_engine(job: Job, source_dir: Path, log) -> str:
     """`stream` where it applies (data-free scheme, safetensors, per-module tensor names), else `load`."""
     if job.engine == "load":
         return "load"
-    from . import stream
-
     reason = stream.unsupported_reason(source_dir, job.trust_remote_code)
     if job.recipe.calibrated:
         reason = f"--method {job.recipe.method} runs calibration text through the loaded model"

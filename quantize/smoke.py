@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import platform
 import time
+from functools import partial
 from pathlib import Path
 
 from . import checkpoint
-from .engine import load
+from .engine import close, load
 from .errors import QuantizeError
 
 DEFAULT_PROMPTS = [
@@ -89,6 +90,27 @@ def generate(llm, prompts: list[str], max_tokens: int) -> tuple[list[dict], floa
     return results, seconds
 
 
+def score(llm, results: list[dict], top_k: int) -> list[dict]:
+    """vLLM's top-k next-token log-probs at every position of each prompt + generated sequence."""
+    from vllm import SamplingParams, TokensPrompt
+
+    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top_k)
+    sequences = [r["prompt_token_ids"] + r["token_ids"] for r in results]
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in sequences], params, use_tqdm=False)
+    return [
+        {
+            "prompt": r["prompt"],
+            "token_ids": ids,
+            "scored_from": 1,
+            "logprobs": [
+                {t: lp.logprob for t, lp in position.items() if lp.rank is not None and lp.rank <= top_k}
+                for position in out.prompt_logprobs[1:]
+            ],
+        }
+        for r, ids, out in zip(results, sequences, outputs, strict=True)
+    ]
+
+
 def check_w4a8(summary: dict, directory: Path) -> None:
     if summary["w4a8_linear_layers"] == 0:
         raise QuantizeError(
@@ -119,6 +141,14 @@ def run(
     summary = summarize(llm.apply_model(describe_layers)[0])
     check_w4a8(summary, directory)
     results, gen_seconds = generate(llm, prompts, max_tokens)
+    if reference is not None:
+        from . import reference as ref
+
+        ref_dir = Path(reference) if reference else directory
+        dtype = llm.llm_engine.model_config.dtype
+        layer_check = llm.apply_model(partial(ref.layer_errors, directory=ref_dir, dtype=dtype))[0]
+        scored = score(llm, results, ref.TOP_K)
+        close(llm)  # the end-to-end reference runs in a child process, with vLLM's memory released
     generated = sum(len(r["token_ids"]) for r in results)
     report = {
         "model": str(directory),
@@ -136,7 +166,5 @@ def run(
             "tokens/s here says nothing about Arm (KleidiAI) speed"
         )
     if reference is not None:
-        from . import reference as ref
-
-        report["agreement"] = ref.agreement(Path(reference) if reference else directory, results)
+        report["agreement"] = ref.verdict(layer_check, ref.compare_in_child(ref_dir, scored))
     return report

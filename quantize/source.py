@@ -8,16 +8,19 @@ reads, prints or stores the token). Every Hub failure a user can fix becomes a Q
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import QuantizeError
+from .checkpoint import read_json
+from .errors import QuantizeError, disk_full
 
 # Files a quantization run needs from a Hub repository (weights, configs, tokenizer). Custom modelling
 # code (*.py) is fetched only with --trust-remote-code.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja"]
+# Any one of these is a tokenizer transformers (and so vLLM) can load: fast, SentencePiece, BPE or WordPiece
+# vocabularies, tiktoken, Mistral's tekken.
+TOKENIZER_FILES = ("tokenizer.json", "*.model", "vocab.json", "vocab.txt", "*.tiktoken", "tekken.json")
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,13 @@ def _hub(model_id: str, revision: str | None, config_only: bool, trust_remote_co
             f"model {model_id} is not in the local Hugging Face cache and the Hub cannot be reached",
             "connect to the network (and unset HF_HUB_OFFLINE), or set HF_HOME to the cache that holds it",
         ) from exc
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        raise QuantizeError(
+            f"the Hugging Face cache ran out of space while downloading {model_id}",
+            "free space there, or set HF_HOME to a filesystem with more room",
+        ) from exc
     return Source(model_id=model_id, path=Path(path), revision=Path(path).name, is_local=False)
 
 
@@ -108,8 +118,42 @@ def resolve(
     return _hub(model_id, revision, config_only, trust_remote_code)
 
 
-def read_config(source: Source) -> dict:
-    return json.loads((source.path / "config.json").read_text())
+def read_config(source: Source, trust_remote_code: bool = False) -> dict:
+    """config.json, checked for what transformers needs to build the model: a model_type it can load as a
+    causal LM (or, with --trust-remote-code, the repository's own classes in auto_map)."""
+    from transformers import CONFIG_MAPPING, __version__
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = read_json(source.path / "config.json")
+    config = config if isinstance(config, dict) else {}
+    if config.get("quantization_config"):
+        raise QuantizeError(
+            f"{source.model_id} is already quantized (its config.json has a quantization_config)",
+            "quantize the original, unquantized model",
+        )
+    if trust_remote_code and "AutoModelForCausalLM" in config.get("auto_map", {}):
+        return config
+    model_type = config.get("model_type")
+    if model_type is None:
+        raise QuantizeError(
+            f"config.json of {source.model_id} has no model_type",
+            'restore the model\'s original config.json (its model_type names the architecture, e.g. "llama")',
+        )
+    if model_type not in CONFIG_MAPPING:
+        raise QuantizeError(
+            f"transformers {__version__} does not know model type {model_type!r} (config.json of {source.model_id})",
+            "upgrade transformers, or pass --trust-remote-code if the repository ships its own modelling code",
+        )
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise QuantizeError(
+            f"{source.model_id} is a {model_type!r} model, which transformers cannot load as a causal language model",
+            "quantize a causal (decoder-only) language model",
+        )
+    return config
+
+
+def has_tokenizer(directory: Path) -> bool:
+    return any(next(directory.glob(pattern), None) for pattern in TOKENIZER_FILES)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 24) -> str:

@@ -43,6 +43,32 @@ def unsupported_reason(source: Path, trust_remote_code: bool = False) -> str | N
     return None
 
 
+def split_linears(source: Path, headers: dict, recipe: Recipe, trust_remote_code: bool = False):
+    """(targeted, ignored): the checkpoint's Linear modules the recipe quantizes (a set), and the others (a list,
+    in model order)."""
+    modules = {n.removesuffix(".weight") for n in headers if n.endswith(".weight")}
+    linear = [m for m in shapes.linear_modules(source, modules, trust_remote_code) if m in modules]
+    targeted = {m for m in linear if not shapes.is_ignored(m, recipe.ignore)}
+    return targeted, [m for m in linear if m not in targeted]
+
+
+def estimate_output_bytes(source: Path, recipe: Recipe, dtype_bytes: int = 0, trust_remote_code: bool = False) -> int:
+    """What the quantized checkpoint will take on disk, rounded up: a quantized weight keeps one int8 byte per
+    value plus a scale per group, every other tensor (and file) is copied, or upcast to `dtype_bytes`. Tensors
+    whose names do not match the model's modules count at full size, so the estimate errs high, not low."""
+    headers = checkpoint.tensor_shapes(source)
+    targeted, _ = split_linears(source, headers, recipe, trust_remote_code)
+    total = sum(p.stat().st_size for p in source.iterdir() if p.is_file() and not p.name.endswith(".safetensors"))
+    for name, (shape, dtype) in headers.items():
+        width = max(DTYPE_BYTES.get(dtype, 4), dtype_bytes)
+        if name.endswith(".weight") and name.removesuffix(".weight") in targeted:
+            groups = shape[-1] // recipe.group_size if recipe.group_size else 1
+            total += math.prod(shape) + shape[0] * groups * width
+        else:
+            total += math.prod(shape) * width
+    return total + total // 100 + (1 << 20)  # headers, manifest, filesystem blocks
+
+
 def weight_scheme(recipe: Recipe):
     """The recipe's scheme with the weight observer oneshot runs for data-free weights."""
     scheme = recipe.scheme_object()
@@ -105,15 +131,11 @@ def run(
     """Quantize `source` into `out` (a partial directory). Returns counts for the manifest."""
     import torch
     from compressed_tensors.compressors import ModelCompressor
-    from safetensors import safe_open
     from safetensors.torch import save_file
     from tqdm import tqdm
 
     headers = checkpoint.tensor_shapes(source)
-    modules = {n.removesuffix(".weight") for n in headers if n.endswith(".weight")}
-    linear = [m for m in shapes.linear_modules(source, modules, trust_remote_code) if m in modules]
-    targeted = {m for m in linear if not shapes.is_ignored(m, recipe.ignore)}
-    ignored = [m for m in linear if m not in targeted]
+    targeted, ignored = split_linears(source, headers, recipe, trust_remote_code)
 
     source_bytes = {n: math.prod(s) * DTYPE_BYTES.get(dt, 4) for n, (s, dt) in headers.items()}
     out_bytes = {  # a quantized weight becomes int8 (its scales are small)
@@ -148,7 +170,7 @@ def run(
                 continue
             tensors: dict = {}
             for name in names:
-                with safe_open(shard_of[name], "pt") as fh:  # mapped for this tensor only
+                with checkpoint.open_shard(shard_of[name]) as fh:  # mapped for this tensor only
                     tensor = fh.get_tensor(name)
                 module = name.removesuffix(".weight")
                 if name.endswith(".weight") and module in targeted:

@@ -98,12 +98,11 @@ def _source_dir(directory: Path, source: str | None) -> Path | None:
 def check_untouched(reader: checkpoint.Reader, source: Path, ignored: list[str]) -> int:
     """Ignored tensors must equal the source's bit for bit (same dtype, same values)."""
     import torch
-    from safetensors import safe_open
 
     wanted = set(ignored)
     found = 0
     for shard in checkpoint.shard_files(source):
-        with safe_open(shard, "pt") as fh:
+        with checkpoint.open_shard(shard) as fh:
             for name in fh.keys():
                 if name not in wanted:
                     continue

