@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from . import checkpoint
+from .bench import cpu_model
 from .engine import close, load
 from .errors import QuantizeError
 
@@ -153,6 +154,7 @@ def run(
     report = {
         "model": str(directory),
         "machine": platform.machine(),
+        "cpu": cpu_model(),
         "load_seconds": round(load_seconds, 2),
         "generate_seconds": round(gen_seconds, 3),
         "generated_tokens": generated,
