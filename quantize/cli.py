@@ -102,8 +102,16 @@ def smoke_parser() -> argparse.ArgumentParser:
         const="",
         default=None,
         metavar="CHECKPOINT",
-        help="also check vLLM's tokens against a PyTorch reference built from this checkpoint's dequantized "
-        "weights (or from another CHECKPOINT's); exit 1 if they disagree",
+        help="also check vLLM against a PyTorch reference built from this checkpoint's dequantized weights "
+        "(or from another CHECKPOINT's): each W4A8 Linear, and next-token log-probs end to end; exit 1 if they "
+        "disagree (docs/smoke-check.md)",
+    )
+    p.add_argument(
+        "--layers-only",
+        action="store_true",
+        help="with --reference: check each W4A8 Linear only, skipping the end-to-end comparison, whose float32 "
+        "reference needs RAM for the whole model in float32 (about 4 bytes per parameter: 63 GB for "
+        "DeepSeek-V2-Lite)",
     )
     return p
 
@@ -207,8 +215,15 @@ def _smoke(argv: list[str]) -> int:
 
     args = smoke_parser().parse_args(argv)
     _DEBUG[0] = args.debug
+    if args.layers_only and args.reference is None:
+        raise QuantizeError("--layers-only is a mode of the reference check", "add --reference")
     report = smoke.run(
-        args.directory, prompts=args.prompt, max_tokens=args.max_tokens, reference=args.reference, eager=args.eager
+        args.directory,
+        prompts=args.prompt,
+        max_tokens=args.max_tokens,
+        reference=args.reference,
+        eager=args.eager,
+        layers_only=args.layers_only,
     )
     print(json.dumps(report, indent=2))
     return 0 if report.get("agreement", {}).get("passed", True) else 1

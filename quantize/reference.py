@@ -202,8 +202,8 @@ def compare(directory: Path, sequences: list[dict], tolerance: float = DEFAULT_T
     }
 
 
-def verdict(layers: dict, logprobs: dict) -> dict:
-    """Both checks of `smoke --reference`, and one sentence a user can act on."""
+def verdict(layers: dict, logprobs: dict | None) -> dict:
+    """Both checks of `smoke --reference` (`logprobs` None: skipped), and one sentence a user can act on."""
     if not layers["passed"]:
         what = (
             f"vLLM's {layers['worst_layer']} output differs from the checkpoint's by {100 * layers['value']:.1f}% "
@@ -213,15 +213,20 @@ def verdict(layers: dict, logprobs: dict) -> dict:
         )
         if layers["unmatched_layers"]:
             what += f"; not found in the reference: {', '.join(layers['unmatched_layers'][:3])}"
-    elif not logprobs["passed"]:
+    elif logprobs is not None and not logprobs["passed"]:
         what = logprobs["verdict"]
     else:
+        end_to_end = (
+            f"next-token mean KL {logprobs['value']:.4f} (tolerance {logprobs['tolerance']})"
+            if logprobs is not None
+            else "end-to-end comparison skipped (--layers-only)"
+        )
         what = (
             f"vLLM computes what the checkpoint says: every W4A8 Linear within {100 * layers['value']:.1f}% "
-            f"(tolerance {100 * layers['tolerance']:.0f}%), next-token mean KL {logprobs['value']:.4f} "
-            f"(tolerance {logprobs['tolerance']})"
+            f"(tolerance {100 * layers['tolerance']:.0f}%), {end_to_end}"
         )
-    return {"passed": layers["passed"] and logprobs["passed"], "verdict": what, "layers": layers, "logprobs": logprobs}
+    passed = layers["passed"] and (logprobs is None or logprobs["passed"])
+    return {"passed": passed, "verdict": what, "layers": layers, "logprobs": logprobs}
 
 
 def compare_in_child(directory: Path, sequences: list[dict], tolerance: float = DEFAULT_TOLERANCE) -> dict:

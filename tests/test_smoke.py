@@ -85,6 +85,16 @@ def test_planted_fault_is_caught(llama_groupwise, tmp_path, fault):
     assert agreement["verdict"].startswith("vLLM's model.layers.0.mlp.down_proj output differs")
 
 
+def test_layers_only_skips_the_float32_model_and_still_catches_a_fault(llama_groupwise, tmp_path):
+    bad = faults.plant(llama_groupwise, tmp_path / "bad", FAULTS["scales x1.5"])
+    code, report, stderr = smoke(str(bad), "--reference", str(llama_groupwise), "--layers-only")
+    assert code == 1, stderr[-3000:]
+    assert report["agreement"]["logprobs"] is None and report["agreement"]["layers"]["value"] > 0.4
+    result = run_cli("smoke", str(llama_groupwise), "--layers-only")
+    assert result.returncode == 2
+    assert error_line(result) == "error: --layers-only is a mode of the reference check (fix: add --reference)"
+
+
 @pytest.mark.skipif(not X86, reason="on Arm the W4A8 MoE kernels exist; see make test-arm64")
 def test_moe_experts_on_x86_fail_fast(tiny_deepseek, tmp_path):
     ckpt = quantize(tiny_deepseek, tmp_path / "moe", method="minmax", scheme="channelwise")
