@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fetch-wikipedia.py"
+pytestmark = pytest.mark.skipif(
+    not SCRIPT.is_file(), reason="scripts/fetch-wikipedia.py is a repository-only research tool, not in images"
+)
 
 
 @pytest.fixture(scope="module")
