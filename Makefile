@@ -196,7 +196,7 @@ shell: ## A shell in the image, with OUT/ and the HF cache mounted
 ##@ Development
 
 .PHONY: test
-test: $(STAMP) ## Run the test suite (about 3 minutes on 2 cores)
+test: $(STAMP) ## Run the test suite (about 8 minutes on 2 cores)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: fault-matrix

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from quantize.reference import bucketed_kl
+from quantize.reference import bucketed_kl, verdict
 
 
 def test_identical_distributions_have_zero_kl():
@@ -24,3 +24,31 @@ def test_kl_over_top_k_plus_rest_bucket():
     assert bucketed_kl(q_top, p) == pytest.approx(want, rel=1e-9)
     # a lower bound of the full KL whatever Q does with the rest
     assert bucketed_kl(q_top, p) <= 0.5 * math.log(2) + 0.3 * math.log(1.2) + 0.2 * math.log(0.2 / 0.25) + 1e-12
+
+
+def _layers(value, unmatched=()):
+    return {
+        "worst_layer": "model.layers.0.mlp.down_proj" if value is not None else None,
+        "value": value,
+        "tolerance": 0.05,
+        "passed": value is not None and value <= 0.05 and not unmatched,
+        "unmatched_layers": list(unmatched),
+    }
+
+
+def test_verdict_names_the_damaged_layer_or_what_is_missing():
+    logprobs = {"value": 0.01, "tolerance": 0.1, "passed": True, "verdict": "ok"}
+    assert verdict(_layers(0.003), logprobs)["passed"]
+    bad = verdict(_layers(0.5), logprobs)
+    assert not bad["passed"]
+    assert (
+        bad["verdict"]
+        == "vLLM's model.layers.0.mlp.down_proj output differs from the checkpoint's by 50.0% (tolerance 5%)"
+    )
+    unmatched = verdict(_layers(0.003, ["model.layers.1.mlp.gate_up_proj"]), logprobs)
+    assert not unmatched["passed"]
+    assert unmatched["verdict"] == (
+        "vLLM's W4A8 Linears have no counterpart in the reference's tensors (model.layers.1.mlp.gate_up_proj)"
+    )
+    skipped = verdict(_layers(0.003), None)
+    assert skipped["passed"] and skipped["verdict"].endswith("end-to-end comparison skipped (--layers-only)")
