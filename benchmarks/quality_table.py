@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The quality table: what each method costs on a real model, every figure from one run of this script.
 
 For each variant (minmax/mse x channelwise/groupwise-32, gptq groupwise-32) it runs the real CLI as a user
@@ -6,7 +5,7 @@ would: `python -m quantize MODEL ...` (wall time and peak RSS from the checkpoin
 `python -m quantize eval DIR --reference MODEL` (perplexity through vLLM, top-1 agreement, KL). The bf16 row
 is the reference's own perplexity from the same evaluations.
 
-    scripts/quality-table.py --model models/smollm2-135m --calibration models/wikipedia.jsonl \
+    python -m benchmarks.quality_table --model models/smollm2-135m --calibration models/wikipedia.jsonl \
         --markdown docs/quality-table.md [--max-windows 4]
 """
 
@@ -70,7 +69,7 @@ def markdown(model: Path, rows: list[dict], eval_args: list[str], calibration: s
         f"{base['tokens_scored']} tokens of the built-in evaluation corpus scored through vLLM "
         f"(`python -m quantize eval {' '.join(eval_args)}`), W4A8 dynamic (int8 per-token activations) for every "
         f"quantized row; gptq calibrated on `{calibration}`; {platform.machine()}, {time.strftime('%Y-%m-%d')}, "
-        f"{seconds / 60:.0f} min for the table (`scripts/quality-table.py`).",
+        f"{seconds / 60:.0f} min for the table (`python -m benchmarks.quality_table`).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -83,7 +82,7 @@ def main() -> None:
         "--calibration",
         default="builtin:calibration",
         help="gptq's calibration text (quantize's "
-        "--calibration; make quality passes scripts/fetch-wikipedia.py's articles)",
+        "--calibration; make quality passes python -m benchmarks.fetch_wikipedia's articles)",
     )
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")

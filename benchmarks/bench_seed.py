@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Seed script vs `python -m quantize`, side by side in one run, on the same model: wall time, peak RSS of
 each process (from wait4's rusage) and output size. `make bench-seed` runs it.
 
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED = ROOT / "scripts" / "seed" / "quantize_vllm_models.py"
+SEED = ROOT / "benchmarks" / "seed" / "quantize_vllm_models.py"
 
 
 SHAPES = {
@@ -33,7 +32,6 @@ def build_model(path: Path, shape: str) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    sys.path.insert(0, str(ROOT))
     from tests.tiny_models import corpus, train_tokenizer
 
     config = LlamaConfig(

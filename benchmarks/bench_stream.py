@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """Quantizing DeepSeek-V2-Lite on a small machine: the load path, llmcompressor's `model_free_ptq` and the
 streaming engine side by side in one run on the same synthetic checkpoint, plus the I/O floor (read every
 input tensor, write the same number of bytes). `make bench-stream` runs it.
 
-    scripts/bench-stream.py --layers 4                # 4-layer checkpoint, all engines
-    scripts/bench-stream.py --layers 27 --shard-gb 5  # full size (31 GB), skips the load path (needs ~85 GB)
+    python -m benchmarks.bench_stream --layers 4                # 4-layer checkpoint, all engines
+    python -m benchmarks.bench_stream --layers 27 --shard-gb 5  # full size (31 GB), skips the load path (needs ~85 GB)
 
 The synthetic checkpoint has DeepSeek-V2-Lite's exact tensor names, shapes and dtype (bf16), random values,
 written shard by shard (`--shard-gb`). Peak RSS per process comes from wait4's rusage.
@@ -52,7 +51,6 @@ def make_synthetic(out: Path, layers: int, shard_bytes: int) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    sys.path.insert(0, str(ROOT))
     from tests.tiny_models import corpus, train_tokenizer
 
     if (out / "model.safetensors.index.json").exists():
@@ -144,7 +142,6 @@ def _write_and_drop(tensors: dict, path: Path, save_file) -> None:
 def model_free(src: Path, dst: Path, method: str) -> None:
     from llmcompressor import model_free_ptq
 
-    sys.path.insert(0, str(ROOT))
     from quantize.recipe import Recipe
 
     scheme = Recipe(method=method, scheme="channelwise").scheme_object()
@@ -190,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     make_synthetic(src, args.layers, int(args.shard_gb * 2**30))
     print(f"synthetic checkpoint: {src.name}, {size(src) / 1e9:.1f} GB, "
           f"{len(list(src.glob('*.safetensors')))} shards (ready in {time.perf_counter() - t0:.0f} s)")  # fmt: skip
-    me = [sys.executable, str(Path(__file__).resolve())]
+    me = [sys.executable, "-m", "benchmarks.bench_stream"]
     cli = [sys.executable, "-m", "quantize", str(src), "--scheme", "channelwise", "--method", args.method,
            "--overwrite"]  # fmt: skip
     rows = {}

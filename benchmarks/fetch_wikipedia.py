@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Calibration text without the Hub: about 100 English Wikipedia articles from a PyPI wheel, as JSONL.
 
 GPTQ needs far more calibration tokens than the widest layer has inputs (the Hessian it inverts is
@@ -10,23 +9,22 @@ writes one `{"text": ...}` line per article: 99 articles, about 2.9 M characters
 
 The text is Wikipedia's, under CC BY-SA: it is written where you ask, never committed or shipped.
 
-    scripts/fetch-wikipedia.py OUT.jsonl      # then: python -m quantize MODEL --method gptq --calibration OUT.jsonl
+    python -m benchmarks.fetch_wikipedia OUT.jsonl
+    python -m quantize MODEL --method gptq --calibration OUT.jsonl   # then
 """
 
 from __future__ import annotations
 
-import argparse
 import bz2
-import hashlib
 import io
 import json
 import re
-import subprocess
-import sys
 import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
+
+from benchmarks.pypi_data import check_sha256, download_wheel, new_output
 
 # The same wheel on every host (the dump inside is platform-independent; only its bytes are checked).
 WHEEL = "gensim==4.4.0"
@@ -37,13 +35,9 @@ MIN_ARTICLE_CHARS = 2000  # drops stubs and list pages that survive the markup s
 
 
 def download_dump(workdir: Path) -> bytes:
-    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", *WHEEL_PLATFORM]
-    subprocess.run([*pip, "-q", "-d", str(workdir), WHEEL], check=True)
-    (wheel,) = workdir.glob("gensim-*.whl")
-    with zipfile.ZipFile(wheel) as zf:
+    with zipfile.ZipFile(download_wheel(WHEEL, workdir, *WHEEL_PLATFORM)) as zf:
         dump = zf.read(DUMP_MEMBER)
-    if (digest := hashlib.sha256(dump).hexdigest()) != DUMP_SHA256:
-        sys.exit(f"error: {DUMP_MEMBER} has sha256 {digest}, expected {DUMP_SHA256} (fix: check the index you use)")
+    check_sha256(DUMP_MEMBER, dump, DUMP_SHA256)
     return bz2.decompress(dump)
 
 
@@ -95,22 +89,18 @@ def articles(xml: bytes):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="the .jsonl file to create (must not exist)")
-    args = parser.parse_args()
-    if args.out.exists():
-        sys.exit(f"error: {args.out} already exists (fix: remove it or choose another path)")
+    out = new_output(__doc__.splitlines()[0], ".jsonl file")
     with tempfile.TemporaryDirectory() as tmp:
         xml = download_dump(Path(tmp))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.out.with_name(f".{args.out.name}.partial")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
     count = chars = 0
     with open(partial, "w", encoding="utf-8") as f:
         for title, text in articles(xml):
             f.write(json.dumps({"text": f"{title}\n\n{text}"}) + "\n")
             count, chars = count + 1, chars + len(text)
-    partial.rename(args.out)
-    print(f"{count} Wikipedia articles ({chars:,} characters) written to {args.out}")
+    partial.rename(out)
+    print(f"{count} Wikipedia articles ({chars:,} characters) written to {out}")
 
 
 if __name__ == "__main__":

