@@ -2,19 +2,20 @@
 # Kept only as the baseline for benchmarks/bench_seed.py; the tool itself is the `quantize` package.
 import argparse
 import os
-
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+ 
 from compressed_tensors.quantization import QuantizationScheme
 from compressed_tensors.quantization.quant_args import (
     QuantizationArgs,
     QuantizationStrategy,
     QuantizationType,
 )
+ 
 from llmcompressor import oneshot
 from llmcompressor.modifiers.quantization.quantization import QuantizationModifier
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-
+ 
+ 
 def main():
     parser = argparse.ArgumentParser(description="Quantize a model using INT4 with minmax or mse and dynamic activation quantization.")
     parser.add_argument("model_id", type=str, help="Model identifier or path")
@@ -22,7 +23,7 @@ def main():
     parser.add_argument("--scheme", type=str, choices=["channelwise", "groupwise"], required=True, help="Quantization scheme for weights")
     parser.add_argument("--groupsize", type=int, default=32, help="Group size for groupwise quantization")
     args = parser.parse_args()
-
+ 
     # Extract base model name for output dir
     base_model_name = os.path.basename(args.model_id.rstrip("/"))
     act_tag = "a8dyn"
@@ -30,14 +31,14 @@ def main():
     if args.scheme == "groupwise":
         suffix += f"-g{args.groupsize}"
     output_dir = f"{base_model_name}-w4{act_tag}-{suffix}"
-
+ 
     print(f"Loading model '{args.model_id}'...")
     model = AutoModelForCausalLM.from_pretrained(
         args.model_id, trust_remote_code=True
     )
     model = model.to(torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(args.model_id)
-
+ 
     # Weight quantization args
     strategy = QuantizationStrategy.CHANNEL if args.scheme == "channelwise" else QuantizationStrategy.GROUP
     weights_args = QuantizationArgs(
@@ -49,7 +50,7 @@ def main():
         group_size=args.groupsize if args.scheme == "groupwise" else None,
         observer=args.method,
     )
-
+ 
     # Activation quantization
     input_acts = QuantizationArgs(
         num_bits=8,
@@ -60,7 +61,7 @@ def main():
         observer=None,
     )
     output_acts = None
-
+ 
     # Create quantization scheme and recipe
     scheme = QuantizationScheme(
         targets=["Linear"],
@@ -72,7 +73,7 @@ def main():
         config_groups={"group_0": scheme},
         ignore=["lm_head"],
     )
-
+ 
     # Run quantization
     oneshot(
         model=model,
@@ -81,9 +82,9 @@ def main():
         output_dir=output_dir,
         trust_remote_code_model=True,
     )
-
+ 
     print(f"Quantized model saved to: {output_dir}")
-
-
+ 
+ 
 if __name__ == "__main__":
     main()
