@@ -104,10 +104,12 @@ def _flush(tmp: Path, shards: list, save_file, final: bool = False) -> None:
 
 
 def io_floor(src: Path, dst: Path) -> None:
-    """Read every tensor of `src` and write the same bytes to `dst` in 512 MiB shards, the way the streaming
-    engine reads and writes, minus the quantization: the floor for any engine."""
+    """Read every tensor of `src` and write the same bytes to `dst` in the streaming engine's shard size, the way
+    it reads and writes, minus the quantization: the floor for any engine."""
     from safetensors import safe_open
     from safetensors.torch import save_file
+
+    from quantize.stream import DEFAULT_SHARD_BYTES
 
     dst.mkdir(parents=True, exist_ok=True)
     out, used, n = {}, 0, 0
@@ -119,7 +121,7 @@ def io_floor(src: Path, dst: Path) -> None:
                 tensor = fh.get_tensor(name)
             out[name] = tensor
             used += tensor.numel() * tensor.element_size()
-            if used >= 512 << 20:
+            if used >= DEFAULT_SHARD_BYTES:
                 _write_and_drop(out, dst / f"part-{n:05d}.safetensors", save_file)
                 out, used, n = {}, 0, n + 1
     if out:

@@ -24,8 +24,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import checkpoint, engine, source
+from . import checkpoint, source, vllm_engine
 from .errors import QuantizeError
+from .host import X86_NOTE, cpu_model, is_arm
 
 DEFAULT_INPUT_LEN = 128
 DEFAULT_OUTPUT_LEN = 32
@@ -33,35 +34,6 @@ DEFAULT_BATCH_SIZES = (1, 8)
 DEFAULT_REPEATS = 3
 REPORT_NAME = "bench-report.md"
 CHART_NAME = "bench.png"
-X86_NOTE = (
-    "x86_64: vLLM runs W4A8 linear layers through PyTorch's reference path (no Arm KleidiAI kernels), "
-    "so the quantized model's figures here are not representative of Graviton/Ampere"
-)
-# (implementer, part) from /proc/cpuinfo -> core name, for the CPUs this recipe targets
-ARM_PARTS = {
-    ("0x41", "0xd0c"): "Arm Neoverse-N1 (Graviton2, Ampere Altra)",
-    ("0x41", "0xd40"): "Arm Neoverse-V1 (Graviton3)",
-    ("0x41", "0xd4f"): "Arm Neoverse-V2 (Graviton4)",
-    ("0x41", "0xd49"): "Arm Neoverse-N2",
-    ("0x41", "0xd8e"): "Arm Neoverse-N3",
-    ("0xc0", "0xac3"): "Ampere AmpereOne",
-    ("0xc0", "0xac4"): "Ampere AmpereOne",
-}
-
-
-def cpu_model() -> str:
-    try:
-        fields = dict(
-            (k.strip(), v.strip())
-            for k, _, v in (line.partition(":") for line in Path("/proc/cpuinfo").read_text().splitlines())
-            if v
-        )
-    except OSError:
-        return platform.processor() or "unknown"
-    if "model name" in fields:
-        return fields["model name"]
-    key = (fields.get("CPU implementer", ""), fields.get("CPU part", ""))
-    return ARM_PARTS.get(key, f"Arm implementer {key[0]} part {key[1]}")
 
 
 def machine_info() -> dict:
@@ -97,7 +69,7 @@ def measure(directory: Path, input_len: int, output_len: int, batch_sizes, repea
     from transformers import AutoConfig
 
     vocab = AutoConfig.from_pretrained(directory).get_text_config().vocab_size
-    llm, load_seconds = engine.load(
+    llm, load_seconds = vllm_engine.load(
         directory, max_model_len=input_len + output_len, eager=eager, max_num_seqs=max(batch_sizes)
     )
     try:
@@ -118,7 +90,7 @@ def measure(directory: Path, input_len: int, output_len: int, batch_sizes, repea
                 }
             )
     finally:
-        engine.close(llm)
+        vllm_engine.close(llm)
     return {"model": str(directory), "load_seconds": round(load_seconds, 2), "results": rows}
 
 
@@ -174,9 +146,8 @@ def chart(report: dict, path: Path) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{report['machine']['cpu_model']} ({report['machine']['cpus_allowed']} CPUs)", fontsize=10)
     if "note" in report:
-        fig.text(0.5, 0.01, "x86_64: W4A8 runs on PyTorch's reference path, not representative of Arm",
-                 ha="center", fontsize=8, color="darkred")  # fmt: skip
-    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+        fig.text(0.5, 0.01, report["note"], ha="center", fontsize=8, color="darkred", wrap=True)
+    fig.tight_layout(rect=(0, 0.07 if "note" in report else 0, 1, 0.95))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -229,7 +200,7 @@ def run(
             }
             for r, q in zip(ref, quant, strict=True)
         ]
-    if platform.machine().lower() not in ("aarch64", "arm64"):
+    if not is_arm():
         report["note"] = X86_NOTE
     (report_dir / REPORT_NAME).write_text(markdown(report))
     chart(report, report_dir / CHART_NAME)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import QuantizeError
@@ -85,14 +84,6 @@ def tensor_shapes(directory: Path) -> dict[str, tuple[list[int], str]]:
                 sl = fh.get_slice(name)
                 shapes[name] = (list(sl.get_shape()), sl.get_dtype())
     return shapes
-
-
-def iter_tensors(directory: Path) -> Iterator[tuple[str, object]]:
-    """(name, torch tensor), one at a time."""
-    for shard in shard_files(directory):
-        with open_shard(shard) as fh:
-            for name in fh.keys():
-                yield name, fh.get_tensor(name)
 
 
 def quantized_modules(shapes: dict) -> list[str]:

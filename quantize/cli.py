@@ -1,14 +1,19 @@
 """Command line: `python -m quantize MODEL --scheme ... [--method ...]` (the seed's interface), plus
 `python -m quantize validate|smoke|eval|bench DIR`.
 
-Thin by design: parse, build a library call, map QuantizeError to one line and a non-zero exit.
+Thin by design: parse, build a library call, map QuantizeError to one line and a non-zero exit. The result
+alone goes to stdout (the output directory of `quantize`, the JSON report of the others); progress, warnings
+and errors go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
+from pathlib import Path
 
 from .errors import QuantizeError
 from .quantizer import DTYPES
@@ -94,7 +99,14 @@ def smoke_parser() -> argparse.ArgumentParser:
         "Load a checkpoint in vLLM on CPU, check the W4A8 path, generate greedily, print JSON.",
         engine=True,
     )
-    p.add_argument("--prompt", action="append", default=None, help="prompt (repeatable; default: built-in set)")
+    p.add_argument(
+        "--prompt",
+        dest="prompts",
+        metavar="PROMPT",
+        action="append",
+        default=None,
+        help="prompt (repeatable; default: built-in set)",
+    )
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument(
         "--reference",
@@ -129,6 +141,8 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", help="Hub revision of --reference")
     p.add_argument(
         "--corpus",
+        dest="corpus_spec",
+        metavar="CORPUS",
         default=DEFAULT_CORPUS,
         help="text to score: a .txt or .jsonl ('text' field) file, or hub:NAME[:CONFIG][@SPLIT] "
         f"(default {DEFAULT_CORPUS})",
@@ -167,12 +181,10 @@ def bench_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _quantize(argv: list[str]) -> int:
+def _quantize(args: argparse.Namespace) -> Path:
     from . import quantizer
     from .recipe import Recipe
 
-    args = quantize_parser().parse_args(argv)
-    _DEBUG[0] = args.debug
     try:
         recipe = Recipe(
             method=args.method,
@@ -196,103 +208,110 @@ def _quantize(argv: list[str]) -> int:
         calibration_samples=args.calibration_samples,
         calibration_seq_len=args.calibration_seq_len,
     )
-    quantizer.run(job)
-    return 0
+    return quantizer.run(job)
 
 
-def _validate(argv: list[str]) -> int:
+def _options(args: argparse.Namespace) -> dict:
+    """A subcommand's arguments as keyword arguments of its library call: the parsers name each option after
+    the parameter it fills."""
+    return {name: value for name, value in vars(args).items() if name != "debug"}
+
+
+def _validate(args: argparse.Namespace) -> dict:
     from . import validate
 
-    args = validate_parser().parse_args(argv)
-    _DEBUG[0] = args.debug
-    report = validate.validate(args.directory)
-    print(json.dumps(report, indent=2))
-    return 0
+    return validate.validate(**_options(args))
 
 
-def _smoke(argv: list[str]) -> int:
+def _smoke(args: argparse.Namespace) -> dict:
     from . import smoke
 
-    args = smoke_parser().parse_args(argv)
-    _DEBUG[0] = args.debug
     if args.layers_only and args.reference is None:
         raise QuantizeError("--layers-only is a mode of the reference check", "add --reference")
-    report = smoke.run(
-        args.directory,
-        prompts=args.prompt,
-        max_tokens=args.max_tokens,
-        reference=args.reference,
-        eager=args.eager,
-        layers_only=args.layers_only,
-    )
-    print(json.dumps(report, indent=2))
-    return 0 if report.get("agreement", {}).get("passed", True) else 1
+    return smoke.run(**_options(args))
 
 
-def _eval(argv: list[str]) -> int:
+def _eval(args: argparse.Namespace) -> dict:
     from . import evaluate
 
-    args = eval_parser().parse_args(argv)
-    _DEBUG[0] = args.debug
-    report = evaluate.run(
-        args.directory,
-        args.reference,
-        corpus_spec=args.corpus,
-        seq_len=args.seq_len,
-        top_k=args.top_k,
-        max_windows=args.max_windows,
-        max_ppl_increase=args.max_ppl_increase,
-        eager=args.eager,
-        revision=args.revision,
-    )
-    print(json.dumps(report, indent=2))
-    gate = report.get("gate")
+    return evaluate.run(**_options(args))
+
+
+def _bench(args: argparse.Namespace) -> dict:
+    from . import bench
+
+    try:
+        args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError as exc:
+        raise QuantizeError(f"--batch-sizes {args.batch_sizes!r} is not a list of integers", "e.g. 1,8") from exc
+    return bench.run(**_options(args))
+
+
+SUBCOMMANDS = {
+    "validate": (validate_parser, _validate),
+    "smoke": (smoke_parser, _smoke),
+    "eval": (eval_parser, _eval),
+    "bench": (bench_parser, _bench),
+}
+
+
+def _exit_code(result: Path | dict) -> int:
+    """0, unless a report's own check failed: smoke's reference check (exit 1, the report says where), or eval's
+    --max-ppl-increase gate (exit 1 with an error line)."""
+    if not isinstance(result, dict):
+        return 0
+    gate = result.get("gate")
     if gate and not gate["passed"]:
         raise QuantizeError(
-            f"perplexity increase {report['metrics']['perplexity_increase_pct']}% exceeds "
+            f"perplexity increase {result['metrics']['perplexity_increase_pct']}% exceeds "
             f"--max-ppl-increase {gate['max_ppl_increase_pct']}%",
             "try --method gptq or --scheme groupwise, or raise the limit",
             exit_code=1,
         )
-    return 0
+    return 0 if result.get("agreement", {}).get("passed", True) else 1
 
 
-def _bench(argv: list[str]) -> int:
-    from . import bench
+class _Stderr(logging.Handler):
+    """Each record as a plain line on whatever `sys.stderr` is at the time (tests running `main` swap it)."""
 
-    args = bench_parser().parse_args(argv)
-    _DEBUG[0] = args.debug
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+def _log_to_stderr() -> None:
+    """This package's progress and warnings on stderr; other libraries' logging stays as Python leaves it."""
+    logger = logging.getLogger(__package__)
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        logger.addHandler(_Stderr())
+    logger.setLevel(logging.INFO)
+
+
+def _run(command, args: argparse.Namespace) -> int:
+    """Run a command and print its result alone on stdout: the output directory, or the JSON report. While it
+    runs, whatever it or a library prints goes to stderr (llmcompressor logs to stdout). A QuantizeError becomes
+    one line on stderr and its exit code (a traceback with --debug)."""
     try:
-        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    except ValueError as exc:
-        raise QuantizeError(f"--batch-sizes {args.batch_sizes!r} is not a list of integers", "e.g. 1,8") from exc
-    report = bench.run(
-        args.directory,
-        args.reference,
-        input_len=args.input_len,
-        output_len=args.output_len,
-        batch_sizes=batch_sizes,
-        repeats=args.repeats,
-        report_dir=args.report_dir,
-        eager=args.eager,
-    )
-    print(json.dumps(report, indent=2))
-    return 0
-
-
-_DEBUG = [False]
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = {"validate": _validate, "smoke": _smoke, "eval": _eval, "bench": _bench}.get(argv[0] if argv else "")
-    try:
-        return command(argv[1:]) if command else _quantize(argv)
+        with contextlib.redirect_stdout(sys.stderr):
+            result = command(args)
+        print(result if isinstance(result, Path) else json.dumps(result, indent=2))
+        return _exit_code(result)
     except QuantizeError as exc:
-        if _DEBUG[0]:
+        if args.debug:
             raise
         print(exc.format(), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted (no output was written under the final name)", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    subcommand = SUBCOMMANDS.get(argv[0]) if argv else None
+    make_parser, command = subcommand or (quantize_parser, _quantize)
+    args = make_parser().parse_args(argv[1:] if subcommand else argv)
+    _log_to_stderr()
+    return _run(command, args)

@@ -1,10 +1,13 @@
-"""One error type for every failure a user can fix, and the one place that formats it (and warnings)."""
+"""One error type for every failure a user can fix, and the one place that formats it (and warnings).
+
+Progress and warnings go through `logging` (to stderr, set up by the CLI); stdout carries a command's result only.
+"""
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
-import sys
 
 
 class QuantizeError(Exception):
@@ -26,7 +29,7 @@ class QuantizeError(Exception):
 
 def warn(message: str, hint: str) -> None:
     """A problem that does not stop the run, as one line on stderr: ``warning: <message> (fix: <hint>)``."""
-    print(f"warning: {message} (fix: {hint})", file=sys.stderr)
+    logging.getLogger(__name__).warning("warning: %s (fix: %s)", message, hint)
 
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)

@@ -22,7 +22,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import checkpoint, corpus, engine, manifest, source
+from . import checkpoint, corpus, manifest, source, vllm_engine
 from .errors import QuantizeError
 
 DEFAULT_CORPUS = "builtin:eval"
@@ -36,14 +36,14 @@ def score(directory: Path, windows: list[list[int]], top_k: int, eager: bool) ->
     from vllm import SamplingParams, TokensPrompt
 
     longest = max(len(w) for w in windows)
-    llm, load_seconds = engine.load(directory, max_model_len=longest + 1, eager=eager, max_logprobs=top_k)
+    llm, load_seconds = vllm_engine.load(directory, max_model_len=longest + 1, eager=eager, max_logprobs=top_k)
     try:
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top_k)
         t0 = time.perf_counter()
         outputs = llm.generate([TokensPrompt(prompt_token_ids=w) for w in windows], params, use_tqdm=False)
         seconds = time.perf_counter() - t0
     finally:
-        engine.close(llm)
+        vllm_engine.close(llm)
     actual, top = [], []
     for window, out in zip(windows, outputs, strict=True):
         for token, logprobs in zip(window[1:], out.prompt_logprobs[1:], strict=True):

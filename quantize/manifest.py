@@ -1,13 +1,14 @@
 """`quantization-manifest.json`: what produced a checkpoint, from what, with which versions, at what cost.
 
-Fields (schema `vllm-arm-int4/manifest/v1`; README "The manifest" documents them for users):
+Fields (schema `vllm-arm-int4/manifest/v1`; docs/design.md, "The manifest", documents them for users):
 - `created`: UTC time the run finished (ISO 8601).
 - `source`: `model_id` as given, `revision` (Hub commit sha; null for a local directory), `local`, and
   `files`: sha256 of every source file used, by relative path.
 - `arguments`: the recipe (method, scheme, groupsize, skip_experts, the full ignore list) and run options
   (dtype, trust_remote_code).
 - `packages`: installed versions of the stack; `platform`: machine, Python, CPU count.
-- `timings_s`: wall seconds per phase (check, download, load, quantize, save) and total.
+- `timings_s`: wall seconds per phase the run went through (check, download, then load, calibration data and
+  quantize for the load engine, or quantize alone for streaming) and total.
 - `peak_rss_bytes`: the process's peak resident memory (getrusage ru_maxrss), the number to size a host by.
 - `files`: sha256 and size of every file written beside the manifest.
 """
@@ -23,7 +24,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from .source import sha256_file
+from .hashing import sha256_file
 
 SCHEMA = "vllm-arm-int4/manifest/v1"
 MANIFEST = "quantization-manifest.json"

@@ -12,13 +12,18 @@ Differences from the seed, all deliberate:
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import contextlib
+import logging
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import manifest, output, shapes, source, stream
+from . import hashing, manifest, output, shapes, source, stream
 from .errors import QuantizeError, warn
 from .recipe import Recipe
+
+logger = logging.getLogger(__name__)
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 DTYPE_BYTES = {"auto": 0, "bfloat16": 2, "float16": 2, "float32": 4}  # 0: the checkpoint's own
@@ -39,10 +44,37 @@ class Job:
     trust_remote_code: bool = False
     overwrite: bool = False
     engine: str = "load"  # "load" (oneshot on the loaded model), "stream" (tensor by tensor), "auto"
-    shard_bytes: int = 512 << 20  # streaming output shard size (bounds memory)
+    shard_bytes: int = stream.DEFAULT_SHARD_BYTES
     calibration: str = "builtin:calibration"  # text for calibrated methods (gptq): see corpus.py
     calibration_samples: int = 128  # at most this many windows of calibration_seq_len tokens
     calibration_seq_len: int = 512
+
+
+@dataclass
+class _Work:
+    """One quantization under way: what both engines read, and what the manifest records."""
+
+    job: Job
+    src: source.Source
+    target: Path
+    timer: manifest.Timer
+    arguments: dict  # the manifest's `arguments`; the engines add what they learn (calibration, shard counts)
+    hashes: Future  # sha256 of the source files, computed beside the quantization (hashlib releases the GIL)
+
+    @contextlib.contextmanager
+    def output(self, resumable: bool = False) -> Iterator[Path]:
+        """The finish both engines share: yield the partial directory to write into; then write the manifest
+        there, rename it to the target and log what the run cost."""
+        job = self.job
+        with output.atomic_directory(self.target, overwrite=job.overwrite, resumable=resumable) as partial:
+            yield partial
+            source_info = {"model_id": job.model_id, "revision": self.src.revision or job.revision,
+                           "local": self.src.is_local, "files": self.hashes.result()}  # fmt: skip
+            info = manifest.build(source=source_info, arguments=self.arguments, timings=self.timer.as_dict(),
+                                  directory=partial)  # fmt: skip
+            manifest.write(partial, info)
+        logger.info("Quantized model saved to: %s", self.target)
+        logger.info("Peak RSS %.2f GiB, total %.1f s", info["peak_rss_bytes"] / 2**30, info["timings_s"]["total"])
 
 
 def output_path(model_id: str, recipe: Recipe, output_dir: str | None, output_root: str | None) -> Path:
@@ -58,13 +90,23 @@ def _torch_dtype(name: str):
     return "auto" if name == "auto" else getattr(torch, name)
 
 
-def run(job: Job, log=print) -> Path:
+def run(job: Job) -> Path:
     """Quantize `job.model_id` into `job.output_dir`; returns the final directory."""
     timer = manifest.Timer()
     target = Path(job.output_dir).absolute()
+    src, engine = prepare(job, target, timer)
+    arguments = {**job.recipe.as_dict(), "dtype": job.dtype, "trust_remote_code": job.trust_remote_code,
+                 "engine": engine}  # fmt: skip
+    hashes = ThreadPoolExecutor(max_workers=1).submit(hashing.file_hashes, src.path)
+    work = _Work(job, src, target, timer, arguments, hashes)
+    (_stream if engine == "stream" else _load)(work)
+    return target
+
+
+def prepare(job: Job, target: Path, timer: manifest.Timer) -> tuple[source.Source, str]:
+    """Every check that needs no weights, then the download: returns the local source and the engine to use."""
     output.check_target(target, job.overwrite)
     source.check_trust_remote_code(job.model_id, job.revision, job.trust_remote_code)
-
     with timer("check"):
         src = source.resolve(job.model_id, job.revision, config_only=True, trust_remote_code=job.trust_remote_code)
         output.check_apart(target, src.path)
@@ -78,73 +120,65 @@ def run(job: Job, log=print) -> Path:
             f"{job.model_id} has no *.safetensors weights",
             "convert the checkpoint to safetensors (transformers save_pretrained does) and retry",
         )
-    has_tokenizer = check_tokenizer(job, src.path, target)
-    engine = choose_engine(job, src.path, log)
+    check_tokenizer(job, src.path, target)
+    engine = choose_engine(job, src.path)
     needed = stream.estimate_output_bytes(src.path, job.recipe, DTYPE_BYTES[job.dtype], job.trust_remote_code)
     output.check_free_space(target, needed, resumable=engine == "stream")
+    return src, engine
 
-    # sha256 of the source files for the manifest, computed beside the quantization (hashlib releases the GIL)
-    hashing = ThreadPoolExecutor(max_workers=1).submit(source.file_hashes, src.path)
-    arguments = {**job.recipe.as_dict(), "dtype": job.dtype, "trust_remote_code": job.trust_remote_code,
-                 "engine": engine}  # fmt: skip
-    source_info = {
-        "model_id": job.model_id,
-        "revision": src.revision or job.revision,
-        "local": src.is_local,
-    }
-    if engine == "stream":
-        with output.atomic_directory(target, overwrite=job.overwrite, resumable=True) as partial:
-            with timer("quantize"):
-                fingerprint = {"source": source.file_stats(src.path), "arguments": arguments,
-                               "shard_bytes": job.shard_bytes}  # fmt: skip
-                stats = stream.run(src.path, job.recipe, partial, fingerprint, job.shard_bytes,
-                                   job.trust_remote_code, log)  # fmt: skip
-            source_info["files"] = hashing.result()
-            info = manifest.build(source=source_info, arguments={**arguments, **stats}, timings=timer.as_dict(),
-                                  directory=partial)  # fmt: skip
-            manifest.write(partial, info)
-        return _done(target, info, log)
 
+def _stream(work: _Work) -> None:
+    """Tensor by tensor into a resumable partial directory (stream.py)."""
+    job = work.job
+    fingerprint = {"source": hashing.file_stats(work.src.path), "arguments": dict(work.arguments),
+                   "shard_bytes": job.shard_bytes}  # fmt: skip
+    with work.output(resumable=True) as partial, work.timer("quantize"):
+        stats = stream.run(work.src.path, job.recipe, partial, fingerprint, job.shard_bytes, job.trust_remote_code)
+        work.arguments.update(stats)
+
+
+def _load(work: _Work) -> None:
+    """The seed's way: load the whole model, run llmcompressor's `oneshot` on it, which saves it."""
     import torch
     from llmcompressor import oneshot
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log(f"Loading model '{job.model_id}' (dtype {job.dtype})...")
-    with timer("load"):
+    job = work.job
+    logger.info("Loading model '%s' (dtype %s)...", job.model_id, job.dtype)
+    with work.timer("load"):
         model = AutoModelForCausalLM.from_pretrained(
-            src.path, dtype=_torch_dtype(job.dtype), trust_remote_code=job.trust_remote_code
+            work.src.path, dtype=_torch_dtype(job.dtype), trust_remote_code=job.trust_remote_code
         )
         tokenizer = (
-            AutoTokenizer.from_pretrained(src.path, trust_remote_code=job.trust_remote_code) if has_tokenizer else None
+            AutoTokenizer.from_pretrained(work.src.path, trust_remote_code=job.trust_remote_code)
+            if source.has_tokenizer(work.src.path)
+            else None
+        )
+    calibration = _calibration(work, model, tokenizer) if job.recipe.calibrated else {}
+    with work.output() as partial, work.timer("quantize"), torch.no_grad():
+        oneshot(
+            model=model,
+            recipe=job.recipe.modifier(),
+            tokenizer=tokenizer,
+            output_dir=str(partial),
+            trust_remote_code_model=job.trust_remote_code,
+            **calibration,
         )
 
-    calibration = {}
-    if job.recipe.calibrated:
-        with timer("calibration data"):
-            dataset = calibration_dataset(job, tokenizer)
-        calibration = {"dataset": dataset, "num_calibration_samples": len(dataset),
-                       "max_seq_length": job.calibration_seq_len, "shuffle_calibration_samples": False}  # fmt: skip
-        arguments["calibration"] = {"source": job.calibration, "samples": len(dataset),
-                                    "tokens": sum(map(len, dataset["input_ids"]))}  # fmt: skip
-        log(f"Calibrating on {len(dataset)} windows ({arguments['calibration']['tokens']} tokens) of "
-            f"{job.calibration}")  # fmt: skip
-        if warning := calibration_warning(arguments["calibration"]["tokens"], widest_input(model, job.recipe)):
-            log(warning)
 
-    with output.atomic_directory(target, overwrite=job.overwrite) as partial:
-        with timer("quantize"), torch.no_grad():
-            oneshot(
-                model=model,
-                recipe=job.recipe.modifier(),
-                tokenizer=tokenizer,
-                output_dir=str(partial),
-                trust_remote_code_model=job.trust_remote_code,
-                **calibration,
-            )
-        source_info["files"] = hashing.result()
-        info = manifest.build(source=source_info, arguments=arguments, timings=timer.as_dict(), directory=partial)
-        manifest.write(partial, info)
-    return _done(target, info, log)
+def _calibration(work: _Work, model, tokenizer) -> dict:
+    """`oneshot`'s calibration arguments, recorded in the manifest's arguments, with a warning when the text is
+    too short for the model's widest layer."""
+    job = work.job
+    with work.timer("calibration data"):
+        dataset = calibration_dataset(job, tokenizer)
+    tokens = sum(map(len, dataset["input_ids"]))
+    work.arguments["calibration"] = {"source": job.calibration, "samples": len(dataset), "tokens": tokens}
+    logger.info("Calibrating on %d windows (%d tokens) of %s", len(dataset), tokens, job.calibration)
+    if warning := calibration_warning(tokens, widest_input(model, job.recipe)):
+        logger.warning(warning)
+    return {"dataset": dataset, "num_calibration_samples": len(dataset), "max_seq_length": job.calibration_seq_len,
+            "shuffle_calibration_samples": False}  # fmt: skip
 
 
 def calibration_dataset(job: Job, tokenizer):
@@ -199,7 +233,7 @@ def check_tokenizer(job: Job, source_dir: Path, target: Path) -> bool:
     return False
 
 
-def choose_engine(job: Job, source_dir: Path, log) -> str:
+def choose_engine(job: Job, source_dir: Path) -> str:
     """`stream` where it applies (data-free scheme, safetensors, per-module tensor names), else `load`."""
     if job.engine == "load":
         return "load"
@@ -214,11 +248,5 @@ def choose_engine(job: Job, source_dir: Path, log) -> str:
         raise QuantizeError(
             f"the streaming engine cannot quantize {job.model_id}: {reason}", "use --engine load (or auto)"
         )
-    log(f"Streaming does not apply ({reason}); loading the model instead.")
+    logger.info("Streaming does not apply (%s); loading the model instead.", reason)
     return "load"
-
-
-def _done(target: Path, info: dict, log) -> Path:
-    log(f"Quantized model saved to: {target}")
-    log(f"Peak RSS {info['peak_rss_bytes'] / 2**30:.2f} GiB, total {info['timings_s']['total']:.1f} s")
-    return target

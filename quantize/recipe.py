@@ -30,8 +30,8 @@ ROUTER_GATE_PATTERNS = (
     r"re:.*shared_expert_gate$",
 )
 DEFAULT_IGNORE = ("lm_head", *ROUTER_GATE_PATTERNS)
-# Routed MoE experts. vLLM's W4A8 MoE kernels exist only on Arm; `--skip-experts` leaves these in the
-# source dtype so the checkpoint also loads on x86_64.
+# Routed MoE experts: `--skip-experts` leaves these in the source dtype so the checkpoint also loads on x86_64
+# (host.MOE_ARM_ONLY).
 EXPERTS_PATTERN = r"re:.*mlp\.experts\..*"
 
 

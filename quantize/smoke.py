@@ -13,9 +13,9 @@ from functools import partial
 from pathlib import Path
 
 from . import checkpoint
-from .bench import cpu_model
-from .engine import close, load
 from .errors import QuantizeError
+from .host import MOE_ARM_ONLY, X86_NOTE, cpu_model, is_arm
+from .vllm_engine import close, load
 
 DEFAULT_PROMPTS = [
     "The capital of France is",
@@ -26,17 +26,12 @@ DEFAULT_PROMPTS = [
 W4A8_SCHEME = "CompressedTensorsW4A8Int"
 
 
-def is_arm() -> bool:
-    return platform.machine().lower() in ("aarch64", "arm64")
-
-
 def check_runnable(directory: Path) -> None:
     """Fail fast, before vLLM starts, on what this host cannot serve."""
     checkpoint.quantization_config(directory)
     if not is_arm() and checkpoint.has_quantized_experts(directory):
         raise QuantizeError(
-            f"{directory} has W4A8 MoE experts, and vLLM's W4A8 MoE kernels exist only on Arm (aarch64); "
-            f"this host is {platform.machine()}",
+            f"{directory} has W4A8 MoE experts, and {MOE_ARM_ONLY}; this host is {platform.machine()}",
             "run smoke on an arm64 host (Graviton, Ampere), or re-quantize with --skip-experts "
             "to leave the experts unquantized so the checkpoint also loads on x86_64",
         )
@@ -164,10 +159,7 @@ def run(
         "outputs": results,  # with token ids, so that agreement can also be checked later, elsewhere
     }
     if not is_arm():
-        report["note"] = (
-            "x86_64: vLLM runs W4A8 linear layers through PyTorch's scalar reference path; "
-            "tokens/s here says nothing about Arm (KleidiAI) speed"
-        )
+        report["note"] = X86_NOTE
     if reference is not None:
         logprobs = None if layers_only else ref.compare_in_child(ref_dir, scored)
         report["agreement"] = ref.verdict(layer_check, logprobs)

@@ -7,7 +7,6 @@ reads, prints or stores the token). Every Hub failure a user can fix becomes a Q
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,30 +153,3 @@ def read_config(source: Source, trust_remote_code: bool = False) -> dict:
 
 def has_tokenizer(directory: Path) -> bool:
     return any(next(directory.glob(pattern), None) for pattern in TOKENIZER_FILES)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_hashes(directory: Path) -> dict[str, str]:
-    """sha256 of every regular file under `directory`, by relative path (symlinks into the HF cache are
-    followed)."""
-    return {
-        str(p.relative_to(directory)): sha256_file(p)
-        for p in sorted(directory.rglob("*"))
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
-    }
-
-
-def file_stats(directory: Path) -> dict[str, list[int]]:
-    """[size, mtime_ns] of every file: a cheap fingerprint of a source (to decide whether a resume is safe)."""
-    return {
-        str(p.relative_to(directory)): [p.stat().st_size, p.stat().st_mtime_ns]
-        for p in sorted(directory.rglob("*"))
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
-    }

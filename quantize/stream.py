@@ -15,16 +15,18 @@ a temporary name and renamed when complete;
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 from . import checkpoint, shapes
 from .recipe import Recipe
 
-DEFAULT_SHARD_BYTES = 512 << 20
+logger = logging.getLogger(__name__)
+
+DEFAULT_SHARD_BYTES = 512 << 20  # output shard size: bounds the memory a streaming run holds
 PROGRESS = "progress.json"
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I8": 1, "U8": 1, "I32": 4, "I64": 8, "BOOL": 1}
 
@@ -126,7 +128,6 @@ def run(
     fingerprint: dict,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     trust_remote_code: bool = False,
-    log: Callable[[str], None] = print,
 ) -> dict:
     """Quantize `source` into `out` (a partial directory). Returns counts for the manifest."""
     import torch
@@ -158,7 +159,7 @@ def run(
     done = progress["done"]
     resumed = [f for f in files if f in done and (out / f).is_file()]
     if resumed:
-        log(f"Resuming: {len(resumed)} of {len(files)} output shards already written")
+        logger.info("Resuming: %d of %d output shards already written", len(resumed), len(files))
 
     scheme = weight_scheme(recipe)
     weight_map: dict[str, str] = {}

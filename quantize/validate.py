@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import checkpoint, manifest, shapes
 from .errors import QuantizeError
+from .hashing import sha256_file
 
 FIX = "re-run quantize for this model (python -m quantize MODEL ...) into a fresh directory"
 
@@ -83,9 +84,8 @@ def expected_quantized(directory: Path, ignore: list[str], modules: set[str]) ->
     return {m for m in shapes.linear_modules(directory, modules) if not shapes.is_ignored(m, ignore)}
 
 
-def _source_dir(directory: Path, source: str | None) -> Path | None:
-    if source:
-        return Path(source)
+def _source_dir(directory: Path) -> Path | None:
+    """The source model recorded in the manifest, when it was a local directory that still exists."""
     try:
         info = manifest.read(directory)
     except FileNotFoundError:
@@ -115,8 +115,6 @@ def check_untouched(reader: checkpoint.Reader, source: Path, ignored: list[str])
 
 
 def check_hashes(directory: Path) -> int:
-    from .source import sha256_file
-
     try:
         files = manifest.read(directory)["files"]
     except FileNotFoundError as exc:
@@ -130,7 +128,7 @@ def check_hashes(directory: Path) -> int:
     return len(files)
 
 
-def validate(directory: str | Path, source: str | None = None) -> dict:
+def validate(directory: str | Path) -> dict:
     directory = Path(directory)
     qc = checkpoint.quantization_config(directory)
     weights_args = check_config(qc)
@@ -164,7 +162,7 @@ def validate(directory: str | Path, source: str | None = None) -> dict:
         )
 
     ignored_tensors = sorted(f"{m}.weight" for m in modules - quantized if shapes.is_ignored(m, ignore_all))
-    src = _source_dir(directory, source)
+    src = _source_dir(directory)
     compared = check_untouched(reader, src, ignored_tensors) if src else 0
     files = check_hashes(directory)
     return {

@@ -1,12 +1,9 @@
-"""Session fixtures: the committed tiny models (tests/tiny_models.py), and helpers to run the CLI."""
+"""Fixtures: the committed tiny models (tests/tiny_models.py) and a stand-in Hub. Helpers: tests/helpers.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,7 +12,12 @@ import pytest
 
 from tests import tiny_models
 
-ROOT = Path(__file__).resolve().parent.parent
+
+def pytest_collection_modifyitems(items):
+    """Every test that starts vLLM is slow too, so `-m "not slow"` leaves them all out."""
+    for item in items:
+        if item.get_closest_marker("vllm"):
+            item.add_marker(pytest.mark.slow)
 
 
 def _copy_fixture(arch: str, tmp_path_factory) -> Path:
@@ -31,36 +33,6 @@ def tiny_llama(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_deepseek(tmp_path_factory) -> Path:
     return _copy_fixture("deepseek_v2", tmp_path_factory)
-
-
-def read_tensors(directory: Path) -> dict:
-    """Every tensor of a checkpoint directory, by name (all shards)."""
-    from safetensors import safe_open
-
-    out = {}
-    for shard in sorted(Path(directory).glob("*.safetensors")):
-        with safe_open(shard, "pt") as fh:
-            out.update({k: fh.get_tensor(k) for k in fh.keys()})
-    return out
-
-
-def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python -m quantize ARGS` in a fresh process, as a user would run it."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "quantize", *args],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def error_line(result: subprocess.CompletedProcess) -> str:
-    """The last line of stderr: where the CLI prints its one-line error."""
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
 
 
 class _HubStub(BaseHTTPRequestHandler):

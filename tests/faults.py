@@ -17,8 +17,6 @@ import argparse
 import json
 import platform
 import shutil
-import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,9 +24,8 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from quantize.bench import cpu_model
-
-ROOT = Path(__file__).resolve().parent.parent
+from quantize.host import cpu_model
+from tests.helpers import run_cli
 
 
 def _edit(ckpt: Path, edit) -> None:
@@ -117,10 +114,9 @@ def plant(good: Path, bad: Path, edit) -> Path:
     return bad
 
 
-def smoke(ckpt: Path, reference: Path, *extra: str) -> tuple[int, dict, str]:
-    """`python -m quantize smoke CKPT --reference REFERENCE --eager`: exit code, JSON report, stderr."""
-    argv = [sys.executable, "-m", "quantize", "smoke", str(ckpt), "--reference", str(reference), "--eager", *extra]
-    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+def smoke(*args, timeout: float | None = None) -> tuple[int, dict, str]:
+    """`python -m quantize smoke ARGS --eager` in a fresh process: exit code, JSON report (stdout), stderr."""
+    result = run_cli("smoke", *args, "--eager", timeout=timeout)
     report = json.loads(result.stdout) if result.stdout.strip().startswith("{") else {}
     return result.returncode, report, result.stderr
 
@@ -169,13 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     layer = args.layer or default_layer(args.good)
     rows, ok = [], True
     t0 = time.perf_counter()
-    code, report, err = smoke(args.good, args.good)
+    code, report, err = smoke(args.good, "--reference", args.good)
     rows.append(("good checkpoint", code, report, time.perf_counter() - t0))
     ok &= code == 0
     for name, edit in matrix(layer, group, args.moe_layer).items():
         bad = plant(args.good, args.work / name.replace(" ", "-"), edit)
         t0 = time.perf_counter()
-        code, report, err = smoke(bad, args.good)
+        code, report, err = smoke(bad, "--reference", args.good)
         rows.append((name, code, report, time.perf_counter() - t0))
         ok &= code == 1 and report.get("agreement", {}).get("passed") is False
         shutil.rmtree(bad)

@@ -7,19 +7,13 @@ import platform
 
 import pytest
 
-from quantize import bench, quantizer
-from quantize.recipe import Recipe
-from tests.conftest import error_line, run_cli
+from quantize import bench, host
+from tests.helpers import error_line, quantize, run_cli
 
 
 @pytest.mark.vllm
 def test_bench_reports_both_models(tiny_llama, tmp_path):
-    ckpt = quantizer.run(
-        quantizer.Job(
-            model_id=str(tiny_llama), output_dir=tmp_path / "q", recipe=Recipe(method="minmax", scheme="channelwise")
-        ),  # fmt: skip
-        log=lambda *_: None,
-    )
+    ckpt = quantize(tiny_llama, tmp_path / "q", method="minmax", scheme="channelwise")
     sizes = ["--input-len", "32", "--output-len", "8", "--batch-sizes", "1,2", "--repeats", "1"]
     result = run_cli("bench", str(ckpt), "--reference", str(tiny_llama), *sizes, "--eager",
                      "--report-dir", str(tmp_path / "r"))  # fmt: skip
@@ -52,6 +46,6 @@ def test_bench_rejects_bad_arguments(tiny_llama, tmp_path):
 def test_cpu_model_names_target_arm_parts(monkeypatch, tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nCPU implementer\t: 0x41\nCPU part\t: 0xd40\n")
-    real_path = bench.Path
-    monkeypatch.setattr(bench, "Path", lambda p: real_path(cpuinfo) if p == "/proc/cpuinfo" else real_path(p))
-    assert bench.cpu_model() == "Arm Neoverse-V1 (Graviton3)"
+    real_path = host.Path
+    monkeypatch.setattr(host, "Path", lambda p: real_path(cpuinfo) if p == "/proc/cpuinfo" else real_path(p))
+    assert host.cpu_model() == "Arm Neoverse-V1 (Graviton3)"

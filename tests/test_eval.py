@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from quantize import evaluate, manifest, quantizer
-from quantize.recipe import Recipe
+from quantize import evaluate, manifest
 from tests import tiny_models
-from tests.conftest import error_line, run_cli
+from tests.helpers import error_line, quantize, run_cli
 
 GATE_PCT = "10"
 
@@ -34,9 +33,7 @@ def corpus_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def good(tiny_llama, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("eval") / "g32"
-    recipe = Recipe(method="minmax", scheme="groupwise")
-    return quantizer.run(quantizer.Job(model_id=str(tiny_llama), output_dir=out, recipe=recipe), log=lambda *_: None)
+    return quantize(tiny_llama, tmp_path_factory.mktemp("eval") / "g32", method="minmax", scheme="groupwise")
 
 
 def run_eval(ckpt: Path, reference: Path, corpus: Path, *extra: str):

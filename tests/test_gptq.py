@@ -9,7 +9,7 @@ import pytest
 
 from quantize import corpus, manifest, validate
 from tests import tiny_models
-from tests.conftest import error_line, read_tensors, run_cli
+from tests.helpers import error_line, read_tensors, run_cli, run_main
 
 
 @pytest.fixture(scope="module")
@@ -19,12 +19,13 @@ def calibration_jsonl(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow  # about 30 s: a GPTQ run and a rounding run, each in a fresh process
 def test_gptq_quantizes_validates_and_differs_from_rounding(tiny_llama, calibration_jsonl, tmp_path):
     args = ["--scheme", "groupwise", "--output-root", str(tmp_path), "--calibration-seq-len", "64"]
     result = run_cli(str(tiny_llama), "--method", "gptq", *args, "--calibration", str(calibration_jsonl))
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "tiny-llama-w4a8dyn-gptq-groupwise-g32"
-    assert "loading the model instead" in result.stdout  # gptq needs the loaded model, not the streaming engine
+    assert "loading the model instead" in result.stderr  # gptq needs the loaded model, not the streaming engine
     assert validate.validate(out)["valid"]
     info = manifest.read(out)
     assert info["arguments"]["method"] == "gptq" and info["arguments"]["engine"] == "load"
@@ -39,9 +40,9 @@ def test_gptq_quantizes_validates_and_differs_from_rounding(tiny_llama, calibrat
     assert gptq[name].dtype == rtn[name].dtype and not (gptq[name] == rtn[name]).all()
 
 
-def test_gptq_cannot_stream(tiny_llama, tmp_path):
-    result = run_cli(str(tiny_llama), "--method", "gptq", "--scheme", "channelwise", "--engine", "stream",
-                     "--output-root", str(tmp_path))  # fmt: skip
+def test_gptq_cannot_stream(tiny_llama, tmp_path, capsys):
+    result = run_main(capsys, tiny_llama, "--method", "gptq", "--scheme", "channelwise", "--engine", "stream",
+                      "--output-root", tmp_path)  # fmt: skip
     assert result.returncode == 2 and "--method gptq runs calibration text" in error_line(result)
     assert list(tmp_path.iterdir()) == []
 
@@ -60,11 +61,11 @@ def test_builtin_corpora_are_separate_and_load():
         ("\n\n", "has no records"),
     ],
 )
-def test_bad_jsonl_is_one_line_error(tiny_llama, tmp_path, content, message):
+def test_bad_jsonl_is_one_line_error(tiny_llama, tmp_path, capsys, content, message):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(content)
-    result = run_cli(str(tiny_llama), "--method", "gptq", "--scheme", "channelwise", "--calibration", str(bad),
-                     "--output-root", str(tmp_path / "out"))  # fmt: skip
+    result = run_main(capsys, tiny_llama, "--method", "gptq", "--scheme", "channelwise", "--calibration", bad,
+                      "--output-root", tmp_path / "out")  # fmt: skip
     assert result.returncode == 2 and message in error_line(result) and "(fix: " in error_line(result)
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 

@@ -9,12 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from quantize import manifest, quantizer, validate
-from quantize.recipe import Recipe
-from quantize.source import sha256_file
-from tests.conftest import read_tensors, run_cli
+from quantize import manifest, validate
+from quantize.hashing import sha256_file
+from tests.helpers import quantize, read_tensors, run_cli, slow_if_deepseek_mse
 
-COMBOS = [(m, s) for m in ("minmax", "mse") for s in ("channelwise", "groupwise")]
+COMBOS = [
+    pytest.param(arch, method, scheme, marks=slow_if_deepseek_mse(arch, method))
+    for arch in ("tiny_llama", "tiny_deepseek")
+    for method in ("minmax", "mse")
+    for scheme in ("channelwise", "groupwise")
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +30,13 @@ def outputs(tmp_path_factory):
     def get(model: Path, method: str, scheme: str, **recipe_kwargs) -> Path:
         key = (model, method, scheme, tuple(sorted(recipe_kwargs.items())))
         if key not in cache:
-            recipe = Recipe(method=method, scheme=scheme, groupsize=32, **recipe_kwargs)
-            job = quantizer.Job(model_id=str(model), recipe=recipe, output_dir=root / recipe.output_name(str(model)))
-            cache[key] = quantizer.run(job)
+            cache[key] = quantize(model, output_root=root, method=method, scheme=scheme, groupsize=32, **recipe_kwargs)
         return cache[key]
 
     return get
 
 
-@pytest.mark.parametrize("method,scheme", COMBOS)
-@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_deepseek"])
+@pytest.mark.parametrize("arch,method,scheme", COMBOS)
 def test_quantize_validates(arch, method, scheme, outputs, request):
     model = request.getfixturevalue(arch)
     out = outputs(model, method, scheme)
@@ -107,7 +108,8 @@ def test_cli_seed_interface_and_float32(tiny_llama, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     out = tmp_path / "tiny-llama-w4a8dyn-minmax-channelwise"
-    assert f"Quantized model saved to: {out}" in result.stdout
+    assert f"Quantized model saved to: {out}" in result.stderr
+    assert result.stdout == f"{out}\n"  # the result alone on stdout
     assert "hf_secret_never_printed" not in result.stdout + result.stderr
     assert "hf_secret_never_printed" not in "".join(p.read_text(errors="ignore") for p in out.glob("*.json"))
     names = read_tensors(out)

@@ -11,7 +11,7 @@ import pytest
 from quantize.errors import QuantizeError
 from quantize.recipe import Recipe
 from quantize.shapes import check_group_size, quantizable_in_features
-from tests.conftest import error_line, run_cli
+from tests.helpers import error_line, run_main
 
 DATA = Path(__file__).parent / "data"
 
@@ -25,17 +25,12 @@ def deepseek_v2_lite_config_only(tmp_path) -> Path:
     return model
 
 
-def test_deepseek_v2_lite_groupsize_128_fails_in_seconds_naming_the_layer(deepseek_v2_lite_config_only, tmp_path):
+def test_deepseek_v2_lite_groupsize_128_fails_in_seconds_naming_the_layer(
+    deepseek_v2_lite_config_only, tmp_path, capsys
+):
     t0 = time.perf_counter()
-    result = run_cli(
-        str(deepseek_v2_lite_config_only),
-        "--scheme",
-        "groupwise",
-        "--groupsize",
-        "128",
-        "--output-root",
-        str(tmp_path / "out"),
-    )
+    args = ["--scheme", "groupwise", "--groupsize", "128", "--output-root", tmp_path / "out"]
+    result = run_main(capsys, deepseek_v2_lite_config_only, *args)
     elapsed = time.perf_counter() - t0
     assert result.returncode == 2, result.stderr
     assert error_line(result) == (

@@ -11,30 +11,21 @@ Llama, 0.033 on SmolLM2-135M). The planted faults come from tests/faults.py, as 
 
 from __future__ import annotations
 
-import json
+import functools
 import platform
 from pathlib import Path
 
 import pytest
 
-from quantize import quantizer
-from quantize.recipe import Recipe
 from quantize.reference import DEFAULT_TOLERANCE, LAYER_TOLERANCE
 from tests import faults
-from tests.conftest import error_line, run_cli
+from tests.helpers import error_line, quantize, run_cli
 
 pytestmark = pytest.mark.vllm
 X86 = platform.machine() == "x86_64"
 
 
-def quantize(model: Path, out: Path, **recipe) -> Path:
-    return quantizer.run(quantizer.Job(model_id=str(model), output_dir=out, recipe=Recipe(**recipe)))
-
-
-def smoke(*args: str) -> tuple[int, dict, str]:
-    result = run_cli("smoke", *args, "--eager")
-    report = json.loads(result.stdout) if result.stdout.strip().startswith("{") else {}
-    return result.returncode, report, result.stderr
+smoke = functools.partial(faults.smoke, timeout=600)  # `python -m quantize smoke ARGS --eager`: code, report, stderr
 
 
 @pytest.fixture(scope="module")

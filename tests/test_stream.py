@@ -4,6 +4,7 @@ and falls back (or refuses, when asked for explicitly) where it does not apply."
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -14,10 +15,10 @@ from safetensors.torch import load_file, save_file
 from quantize import manifest, quantizer, stream, validate
 from quantize.errors import QuantizeError
 from quantize.recipe import Recipe
-from tests.conftest import read_tensors, run_cli
+from tests.helpers import quantize, read_tensors, run_cli, slow_if_deepseek_mse
 
 COMBOS = [
-    (arch, method, scheme, skip)
+    pytest.param(arch, method, scheme, skip, marks=slow_if_deepseek_mse(arch, method))
     for arch in ("tiny_llama", "tiny_deepseek")
     for method in ("minmax", "mse")
     for scheme in ("channelwise", "groupwise")
@@ -25,19 +26,13 @@ COMBOS = [
 ]
 
 
-def run(model: Path, out: Path, engine: str, shard_bytes: int = 1 << 30, **recipe) -> Path:
-    job = quantizer.Job(model_id=str(model), recipe=Recipe(**recipe), output_dir=out, engine=engine,
-                        shard_bytes=shard_bytes)  # fmt: skip
-    return quantizer.run(job, log=lambda *_: None)
-
-
 @pytest.mark.parametrize("arch,method,scheme,skip", COMBOS)
 def test_stream_equals_load(arch, method, scheme, skip, request, tmp_path):
     """Every tensor name, dtype, shape and value identical, and the same quantization_config."""
     model = request.getfixturevalue(arch)
     recipe = dict(method=method, scheme=scheme, skip_experts=skip)
-    loaded = run(model, tmp_path / "load", "load", **recipe)
-    streamed = run(model, tmp_path / "stream", "stream", shard_bytes=256 << 10, **recipe)  # several shards
+    loaded = quantize(model, tmp_path / "load", engine="load", **recipe)
+    streamed = quantize(model, tmp_path / "stream", engine="stream", shard_bytes=256 << 10, **recipe)  # several shards
     a, b = read_tensors(loaded), read_tensors(streamed)
     assert sorted(a) == sorted(b)
     for name in a:
@@ -50,8 +45,9 @@ def test_stream_equals_load(arch, method, scheme, skip, request, tmp_path):
     assert manifest.read(streamed)["arguments"]["engine"] == "stream"
 
 
-def test_interrupted_run_resumes(tiny_deepseek, tmp_path, monkeypatch):
+def test_interrupted_run_resumes(tiny_deepseek, tmp_path, monkeypatch, caplog):
     out = tmp_path / "model-w4a8dyn"
+    options = dict(engine="stream", shard_bytes=256 << 10, method="minmax", scheme="groupwise")
     calls = {"n": 0}
     import safetensors.torch as st  # stream.run imports save_file from here when it starts
 
@@ -65,7 +61,7 @@ def test_interrupted_run_resumes(tiny_deepseek, tmp_path, monkeypatch):
 
     monkeypatch.setattr(st, "save_file", failing_save)
     with pytest.raises(KeyboardInterrupt):
-        run(tiny_deepseek, out, "stream", shard_bytes=256 << 10, method="minmax", scheme="groupwise")
+        quantize(tiny_deepseek, out, **options)
     assert not out.exists()
     partial = tmp_path / ".model-w4a8dyn.partial-resume"
     assert sorted(p.name for p in partial.glob("*.safetensors")) == [
@@ -74,20 +70,17 @@ def test_interrupted_run_resumes(tiny_deepseek, tmp_path, monkeypatch):
     assert not list(partial.glob(".*.tmp"))  # the interrupted third shard left no half-written file
     monkeypatch.setattr(st, "save_file", original)
 
-    logs = []
-    job = quantizer.Job(model_id=str(tiny_deepseek), recipe=Recipe(method="minmax", scheme="groupwise"),
-                        output_dir=out, engine="stream", shard_bytes=256 << 10)  # fmt: skip
-    quantizer.run(job, log=logs.append)
-    assert "Resuming: 2 of 12 output shards already written" in logs
+    caplog.set_level(logging.INFO, logger="quantize")
+    quantize(tiny_deepseek, out, **options)
+    assert "Resuming: 2 of 12 output shards already written" in caplog.messages
     assert manifest.read(out)["arguments"]["resumed_shards"] == 2
     assert validate.validate(out)["valid"] and not partial.exists()
-    clean = run(tiny_deepseek, tmp_path / "clean", "stream", shard_bytes=256 << 10, method="minmax",
-                scheme="groupwise")  # fmt: skip
+    clean = quantize(tiny_deepseek, tmp_path / "clean", **options)
     a, b = read_tensors(out), read_tensors(clean)
     assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_fused_experts_fall_back_or_refuse(tiny_deepseek, tmp_path):
+def test_fused_experts_fall_back_or_refuse(tiny_deepseek, tmp_path, caplog):
     fused = Path(shutil.copytree(tiny_deepseek, tmp_path / "fused"))
     t = load_file(fused / "model.safetensors")
     t["model.layers.1.mlp.experts.gate_up_proj"] = torch.zeros(8, 384, 256, dtype=torch.bfloat16)
@@ -95,14 +88,17 @@ def test_fused_experts_fall_back_or_refuse(tiny_deepseek, tmp_path):
     assert stream.unsupported_reason(fused) == "fused 3-D expert tensors in the checkpoint"
     job = quantizer.Job(model_id=str(fused), recipe=Recipe(), output_dir=tmp_path / "out", engine="stream")
     with pytest.raises(QuantizeError) as info:
-        quantizer.choose_engine(job, fused, print)
+        quantizer.choose_engine(job, fused)
     assert info.value.format() == (
         f"error: the streaming engine cannot quantize {fused}: fused 3-D expert tensors in the checkpoint "
         "(fix: use --engine load (or auto))"
     )
-    logs = []
-    assert quantizer.choose_engine(quantizer.Job(**{**job.__dict__, "engine": "auto"}), fused, logs.append) == "load"
-    assert logs == ["Streaming does not apply (fused 3-D expert tensors in the checkpoint); loading the model instead."]
+    caplog.set_level(logging.INFO, logger="quantize")
+    caplog.clear()
+    assert quantizer.choose_engine(quantizer.Job(**{**job.__dict__, "engine": "auto"}), fused) == "load"
+    assert caplog.messages == [
+        "Streaming does not apply (fused 3-D expert tensors in the checkpoint); loading the model instead."
+    ]
 
 
 def test_cli_defaults_to_streaming(tiny_llama, tmp_path):
@@ -110,4 +106,4 @@ def test_cli_defaults_to_streaming(tiny_llama, tmp_path):
     assert result.returncode == 0, result.stderr
     out = tmp_path / "tiny-llama-w4a8dyn-minmax-groupwise-g32"
     assert manifest.read(out)["arguments"]["engine"] == "stream"
-    assert "Loading model" not in result.stdout
+    assert "Loading model" not in result.stderr

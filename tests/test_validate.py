@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -10,136 +11,111 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from quantize import quantizer
-from quantize.recipe import Recipe
-from tests.conftest import error_line, run_cli
+from tests.helpers import Cases, error_line, quantize, run_cli, run_main
 
 
 @pytest.fixture(scope="module")
 def good(tiny_deepseek, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("validate") / "good"
-    return quantizer.run(
-        quantizer.Job(
-            model_id=str(tiny_deepseek),
-            output_dir=out,
-            recipe=Recipe(method="minmax", scheme="groupwise", groupsize=32),
-        )
-    )
-
-
-@pytest.fixture
-def copy(good, tmp_path) -> Path:
-    return Path(shutil.copytree(good, tmp_path / "ckpt"))
-
-
-def edit_tensors(directory: Path, edit) -> None:
-    path = directory / "model.safetensors"
-    tensors = load_file(path)
-    edit(tensors)
-    save_file(tensors, path, metadata={"format": "pt"})
-
-
-def validate_error(directory: Path) -> str:
-    result = run_cli("validate", str(directory))
-    assert result.returncode == 1, result.stdout + result.stderr
-    return error_line(result)
+    return quantize(tiny_deepseek, out, method="minmax", scheme="groupwise", groupsize=32)
 
 
 FIX = " (fix: re-run quantize for this model (python -m quantize MODEL ...) into a fresh directory)"
 
 
 def test_good_checkpoint_passes(good):
-    result = run_cli("validate", str(good))
+    result = run_cli("validate", good)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["valid"] is True
     assert "model.layers.1.mlp.gate" in report["ignored_modules"] and "lm_head" in report["ignored_modules"]
 
 
-def test_value_outside_int4(copy):
-    def edit(t):
+@contextlib.contextmanager
+def tensors(directory: Path):
+    """The tensors of `directory`'s model.safetensors, written back when the block ends."""
+    path = directory / "model.safetensors"
+    edited = load_file(path)
+    yield edited
+    save_file(edited, path, metadata={"format": "pt"})
+
+
+# Each corruption damages a copy of the good checkpoint and returns what validate must say about it.
+CORRUPTIONS = Cases()
+
+
+@CORRUPTIONS.add
+def value_outside_int4(ckpt):
+    with tensors(ckpt) as t:
         t["model.layers.0.self_attn.q_proj.weight"][0, 0] = 9
-
-    edit_tensors(copy, edit)
-    assert validate_error(copy) == (
-        "error: validation failed: model.layers.0.self_attn.q_proj.weight has values in [-8, 9], "
-        "outside the int4 range [-8, 7]" + FIX
-    )
+    return "model.layers.0.self_attn.q_proj.weight has values in [-8, 9], outside the int4 range [-8, 7]"
 
 
-def test_scale_of_wrong_shape(copy):
-    def edit(t):
-        t["model.layers.1.mlp.experts.5.down_proj.weight_scale"] = t[
-            "model.layers.1.mlp.experts.5.down_proj.weight_scale"
-        ][:, :3].contiguous()
-
-    edit_tensors(copy, edit)
-    assert validate_error(copy) == (
-        "error: validation failed: model.layers.1.mlp.experts.5.down_proj.weight_scale has shape [256, 3], "
-        "expected [256, 6]" + FIX
-    )
+@CORRUPTIONS.add
+def scale_of_wrong_shape(ckpt):
+    name = "model.layers.1.mlp.experts.5.down_proj.weight_scale"
+    with tensors(ckpt) as t:
+        t[name] = t[name][:, :3].contiguous()
+    return f"{name} has shape [256, 3], expected [256, 6]"
 
 
-def test_router_gate_quantized(copy):
-    def edit(t):
+@CORRUPTIONS.add
+def router_gate_quantized(ckpt):
+    with tensors(ckpt) as t:
         t["model.layers.1.mlp.gate.weight"] = torch.zeros(8, 256, dtype=torch.int8)
         t["model.layers.1.mlp.gate.weight_scale"] = torch.ones(8, 8, dtype=torch.bfloat16)
-
-    edit_tensors(copy, edit)
-    assert validate_error(copy) == (
-        "error: validation failed: model.layers.1.mlp.gate is ignored by the recipe (router gate or lm_head) "
-        "but is stored quantized" + FIX
-    )
+    return "model.layers.1.mlp.gate is ignored by the recipe (router gate or lm_head) but is stored quantized"
 
 
-def test_targeted_linear_left_unquantized(copy):
-    def edit(t):
+@CORRUPTIONS.add
+def targeted_linear_left_unquantized(ckpt):
+    with tensors(ckpt) as t:
         t["model.layers.1.self_attn.o_proj.weight"] = torch.zeros(256, 128, dtype=torch.bfloat16)
         del t["model.layers.1.self_attn.o_proj.weight_scale"]
-
-    edit_tensors(copy, edit)
-    assert validate_error(copy) == (
-        "error: validation failed: model.layers.1.self_attn.o_proj is a Linear the recipe targets, "
-        "but model.layers.1.self_attn.o_proj.weight is stored unquantized (BF16)" + FIX
+    return (
+        "model.layers.1.self_attn.o_proj is a Linear the recipe targets, "
+        "but model.layers.1.self_attn.o_proj.weight is stored unquantized (BF16)"
     )
 
 
-def test_ignored_tensor_changed(copy):
-    def edit(t):
+@CORRUPTIONS.add
+def ignored_tensor_changed(ckpt):
+    with tensors(ckpt) as t:
         t["lm_head.weight"] = t["lm_head.weight"] * 2
-
-    edit_tensors(copy, edit)
-    assert validate_error(copy) == (
-        "error: validation failed: lm_head.weight is ignored by the recipe but differs from the source "
-        "model's tensor" + FIX
-    )
+    return "lm_head.weight is ignored by the recipe but differs from the source model's tensor"
 
 
-def test_config_with_another_scheme(copy):
-    config = json.loads((copy / "config.json").read_text())
+@CORRUPTIONS.add
+def config_with_another_scheme(ckpt):
+    config = json.loads((ckpt / "config.json").read_text())
     config["quantization_config"]["config_groups"]["group_0"]["weights"]["symmetric"] = False
-    (copy / "config.json").write_text(json.dumps(config))
-    assert validate_error(copy) == (
-        "error: validation failed: quantization_config weights.symmetric is False, "
-        "the W4A8-dynamic recipe needs True" + FIX
-    )
+    (ckpt / "config.json").write_text(json.dumps(config))
+    return "quantization_config weights.symmetric is False, the W4A8-dynamic recipe needs True"
 
 
-def test_file_changed_after_writing(copy):
-    (copy / "tokenizer.json").write_text((copy / "tokenizer.json").read_text().replace("fox", "cow"))
-    assert validate_error(copy) == (
-        "error: validation failed: tokenizer.json does not match the sha256 recorded in the manifest" + FIX
-    )
+@CORRUPTIONS.add
+def file_changed_after_writing(ckpt):
+    (ckpt / "tokenizer.json").write_text((ckpt / "tokenizer.json").read_text().replace("fox", "cow"))
+    return "tokenizer.json does not match the sha256 recorded in the manifest"
+
+
+@CORRUPTIONS.parametrize("corrupt")
+def test_corruption_is_named(corrupt, good, tmp_path, capsys):
+    ckpt = Path(shutil.copytree(good, tmp_path / "ckpt"))
+    message = corrupt(ckpt)
+    result = run_main(capsys, "validate", ckpt)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert error_line(result) == f"error: validation failed: {message}{FIX}"
 
 
 def test_not_a_checkpoint(tiny_llama, tmp_path):
-    result = run_cli("validate", str(tiny_llama))
+    result = run_cli("validate", tiny_llama)
     assert result.returncode == 2
     assert error_line(result) == (
         f"error: {tiny_llama} is not a compressed-tensors checkpoint (config.json has no quantization_config) "
         "(fix: quantize it first: python -m quantize MODEL --scheme channelwise)"
     )
-    result = run_cli("validate", str(tmp_path / "nope"))
+    result = run_cli("validate", tmp_path / "nope")
     assert error_line(result) == (
         f"error: checkpoint directory {tmp_path / 'nope'} does not exist (fix: pass the directory quantize wrote)"
     )

