@@ -18,8 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -94,6 +92,8 @@ def slow_if_deepseek_mse(arch: str, method: str) -> list:
     """Marks for a test parameter: `slow` for the mse method on the tiny DeepSeek (fixture `tiny_deepseek`),
     whose observer searches a scale for every row of every expert: a few seconds on an idle CPU, up to a minute
     on a busy one (torch's threads wait on each other)."""
+    import pytest  # here, not at the top: tests/faults.py imports this module outside pytest (test-arm64)
+
     return [pytest.mark.slow] if (arch, method) == ("tiny_deepseek", "mse") else []
 
 
@@ -107,4 +107,6 @@ class Cases(list):
 
     def parametrize(self, argname: str):
         """Decorator: run the test once per case, passing the case function as `argname`."""
+        import pytest
+
         return pytest.mark.parametrize(argname, list(self), ids=[case.__name__ for case in self])
