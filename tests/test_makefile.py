@@ -3,6 +3,7 @@ pyproject.toml, `clean` never touches outputs, RUNNER is explicit."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -15,9 +16,15 @@ MAKEFILE = ROOT / "Makefile"
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed (the image has none)")
 
 
+def knobs() -> list[str]:
+    return re.findall(r"^([A-Z0-9_]+) +\?=", MAKEFILE.read_text(), re.M)
+
+
 def make(*args: str) -> subprocess.CompletedProcess:
+    """make ARGS with the defaults: no knob inherited from this environment (CI exports e.g. TORCH_INDEX_URL)."""
+    env = {k: v for k, v in os.environ.items() if k not in knobs()}
     command = ["make", "-s", "--no-print-directory", "-C", str(ROOT), *args]
-    return subprocess.run(command, capture_output=True, text=True)
+    return subprocess.run(command, capture_output=True, text=True, env=env)
 
 
 def value(name: str) -> str:
@@ -35,8 +42,7 @@ def test_help_lists_every_target_and_knob():
     text = re.sub(r"\x1b\[[0-9;]*m", "", make("help").stdout)
     listed = set(re.findall(r"^  ([a-z0-9][\w-]*) ", text, re.M))
     assert targets() - {"print-var"} <= listed
-    knobs = re.findall(r"^([A-Z0-9_]+) +\?=", MAKEFILE.read_text(), re.M)
-    assert knobs and all(re.search(rf"^  {k} +\S", text, re.M) for k in knobs)
+    assert knobs() and all(re.search(rf"^  {k} +\S", text, re.M) for k in knobs())
     assert "$(" not in text, "help must show values, not Make syntax"
 
 
