@@ -106,13 +106,14 @@ unpack() {
   local deps=$1 work=$2
   mkdir -p "$work"
   if [[ -f $deps/$sdist ]]; then
+    check "$deps/$sdist" "$VLLM_SDIST_SHA256" VLLM_SDIST_SHA256
     cp "$deps/$sdist" "$work/$sdist"
   elif [[ ${OFFLINE:-} == 1 ]]; then
     die "deps/$sdist is missing and OFFLINE=1 (fix: make deps on a machine with network, then build again)"
   else
     curl -fsSL -o "$work/$sdist" "$VLLM_SDIST_URL"
+    check "$work/$sdist" "$VLLM_SDIST_SHA256" VLLM_SDIST_SHA256
   fi
-  check "$work/$sdist" "$VLLM_SDIST_SHA256" VLLM_SDIST_SHA256
   tar -xzf "$work/$sdist" -C "$work" && rm "$work/$sdist"
 
   local cmake_args=()
