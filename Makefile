@@ -80,7 +80,7 @@ RUN_DEPS = $(STAMP)
 else
 $(error RUNNER=$(RUNNER) is not a runner (fix: RUNNER=host or RUNNER=docker))
 endif
-KNOBS := $(shell sed -n 's/^\([A-Z0-9_]*\) *?=.*/\1/p' $(firstword $(MAKEFILE_LIST)))
+KNOBS = $(shell sed -n 's/^\([A-Z0-9_]*\) *?=.*/\1/p' $(firstword $(MAKEFILE_LIST)))
 need = @[[ -n "$($(1))" ]] || { echo "$(1) is required, e.g. $(2)" >&2; exit 2; }
 
 ##@ Quantize

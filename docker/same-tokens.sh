@@ -18,10 +18,9 @@ run "$1" /models/llama --scheme groupwise --groupsize 32 --output-dir /out/llama
 run "$1" /models/deepseek-v2 --scheme channelwise --skip-experts --output-dir /out/deepseek-v2 >/dev/null
 status=0
 for model in llama deepseek-v2; do
-  for image in "$1" "$2"; do
-    run "$image" smoke "/out/$model" --eager --max-tokens 16 >"$work/$model.$(echo "$image" | tr '/:' '__').json"
-  done
-  a=$work/$model.$(echo "$1" | tr '/:' '__').json b=$work/$model.$(echo "$2" | tr '/:' '__').json
+  a=$work/$model.a.json b=$work/$model.b.json
+  run "$1" smoke "/out/$model" --eager --max-tokens 16 >"$a"
+  run "$2" smoke "/out/$model" --eager --max-tokens 16 >"$b"
   if python3 -c 'import json, sys
 ids = [[o["token_ids"] for o in json.load(open(f))["outputs"]] for f in sys.argv[1:]]
 sys.exit(ids[0] != ids[1])' "$a" "$b"; then
