@@ -1,5 +1,5 @@
 """Command line: `python -m quantize MODEL --scheme ... [--method ...]` (the seed's interface), plus
-`python -m quantize validate|smoke|eval|bench DIR`.
+`python -m quantize validate|smoke|eval|bench|serve|publish DIR`.
 
 Thin by design: parse, build a library call, map QuantizeError to one line and a non-zero exit. The result
 alone goes to stdout (the output directory of `quantize`, the JSON report of the others); progress, warnings
@@ -25,7 +25,7 @@ def quantize_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m quantize",
         description="Quantize a model using INT4 with minmax or mse and dynamic activation quantization. "
-        "Other commands: 'python -m quantize {validate,smoke,eval,bench} DIR --help'.",
+        "Other commands: 'python -m quantize {validate,smoke,eval,bench,serve,publish} DIR --help'.",
     )
     p.add_argument("model_id", type=str, help="Model identifier or path")
     p.add_argument("--method", type=str, choices=list(METHODS), default="mse", help="Quantization method")
@@ -181,6 +181,65 @@ def bench_parser() -> argparse.ArgumentParser:
     return p
 
 
+def serve_parser() -> argparse.ArgumentParser:
+    from . import serve
+
+    p = _checkpoint_parser(
+        "serve",
+        "vLLM's OpenAI-compatible server on a checkpoint, with CPU defaults. Options this command does not know "
+        "are passed to vLLM (e.g. --chat-template FILE). The API key comes from VLLM_API_KEY, --api-key-file or "
+        "VLLM_API_KEY_FILE, never from the command line (docs/serving.md).",
+        engine=True,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
+    p.add_argument("--port", type=int, default=serve.DEFAULT_PORT, help="port (default %(default)s)")
+    p.add_argument(
+        "--max-model-len",
+        type=int,
+        help=f"context length (default: the model's, at most {serve.DEFAULT_MAX_MODEL_LEN})",
+    )
+    p.add_argument(
+        "--kv-cache-gib",
+        type=float,
+        help=f"KV cache size, VLLM_CPU_KVCACHE_SPACE (default: that variable, else {serve.DEFAULT_KV_CACHE_GIB})",
+    )
+    p.add_argument(
+        "--threads-bind",
+        help="OpenMP thread binding, VLLM_CPU_OMP_THREADS_BIND: auto, nobind or CPU lists like 0-31 "
+        "(default: that variable, else auto)",
+    )
+    p.add_argument("--api-key-file", help="file holding the API key (or set VLLM_API_KEY / VLLM_API_KEY_FILE)")
+    p.add_argument("--served-model-name", help="the model name clients send (default: the directory's name)")
+    p.add_argument("--no-tcmalloc", dest="tcmalloc", action="store_false", help="do not preload tcmalloc")
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="start the server in the background, return once the model has answered a first request; print "
+        "its URL, pid and log as JSON",
+    )
+    p.add_argument("--log", help="with --detach: the server's log (default: serve-<name>.log beside DIR)")
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=serve.DEFAULT_READY_TIMEOUT,
+        help="with --detach: seconds to wait for the first answer (default %(default)s)",
+    )
+    return p
+
+
+def publish_parser() -> argparse.ArgumentParser:
+    p = _checkpoint_parser(
+        "publish",
+        "Upload a checkpoint that validates to the Hugging Face Hub (token from HF_TOKEN or `hf auth login`, "
+        "never printed); print the repository's URL.",
+        engine=False,
+    )
+    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--dry-run", action="store_true", help="list what would be uploaded; contact nothing")
+    return p
+
+
 def _quantize(args: argparse.Namespace) -> Path:
     from . import quantizer
     from .recipe import Recipe
@@ -247,11 +306,25 @@ def _bench(args: argparse.Namespace) -> dict:
     return bench.run(**_options(args))
 
 
+def _serve(args: argparse.Namespace) -> dict:
+    from . import serve
+
+    return serve.run(**_options(args))
+
+
+def _publish(args: argparse.Namespace) -> dict:
+    from . import publish
+
+    return publish.run(**_options(args))
+
+
 SUBCOMMANDS = {
     "validate": (validate_parser, _validate),
     "smoke": (smoke_parser, _smoke),
     "eval": (eval_parser, _eval),
     "bench": (bench_parser, _bench),
+    "serve": (serve_parser, _serve),
+    "publish": (publish_parser, _publish),
 }
 
 
@@ -312,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     subcommand = SUBCOMMANDS.get(argv[0]) if argv else None
     make_parser, command = subcommand or (quantize_parser, _quantize)
-    args = make_parser().parse_args(argv[1:] if subcommand else argv)
+    parser = make_parser()
+    if command is _serve:  # what `serve` does not know is vLLM's
+        args, args.vllm_args = parser.parse_known_args(argv[1:])
+    else:
+        args = parser.parse_args(argv[1:] if subcommand else argv)
     _log_to_stderr()
     return _run(command, args)

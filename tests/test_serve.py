@@ -1,0 +1,207 @@
+"""`python -m quantize serve`: vLLM's OpenAI-compatible server on a tiny W4A8 checkpoint, spoken to with the
+official `openai` client, as a user's application would.
+
+One server for the module (`serve --detach` on a free loopback port, about 30 s to start on 2 cores), then:
+completions, chat completions streamed and not, requests with no key or a wrong one refused (401), a bad
+request answered with an error and the server still serving, and the key nowhere in the log or the process
+list. The checks of options and environment run without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+from pathlib import Path
+
+import pytest
+
+from quantize import serve
+from tests.helpers import error_line, quantize, run_cli, run_main
+
+KEY = "sk-test-4f1d2c"  # a made-up key; the tests check it never leaks
+# The tiny Llama's tokenizer has no chat template; vLLM takes one through serve's pass-through options.
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_llama, tmp_path_factory):
+    """A detached server on the tiny Llama, W4A8 groupwise; yields (report, checkpoint)."""
+    work = tmp_path_factory.mktemp("serve")
+    ckpt = quantize(tiny_llama, work / "llama-w4a8", method="minmax", scheme="groupwise")
+    template = work / "chat.jinja"
+    template.write_text(CHAT_TEMPLATE)
+    args = ["serve", ckpt, "--detach", "--eager", "--port", free_port(), "--chat-template", template]
+    result = run_cli(*args, env={"VLLM_API_KEY": KEY, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    try:
+        yield report, ckpt
+    finally:
+        serve.stop(report["pid"])
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=server[0]["url"], api_key=KEY, max_retries=0, timeout=120)
+
+
+@pytest.mark.vllm
+def test_completion(server, client):
+    report, _ = server
+    assert report["model"] == "llama-w4a8" and report["api_key"] is True
+    assert 0 < report["seconds_to_health"] <= report["seconds_to_first_answer"]
+    done = client.completions.create(model=report["model"], prompt="The red fox", max_tokens=8, temperature=0)
+    assert done.usage.completion_tokens == 8
+    assert done.choices[0].text.strip()
+
+
+@pytest.mark.vllm
+def test_chat_completion_streamed_and_not(server, client):
+    model = server[0]["model"]
+    messages = [{"role": "user", "content": "Name a colour."}]
+    whole = client.chat.completions.create(model=model, messages=messages, max_tokens=8, temperature=0)
+    text = whole.choices[0].message.content
+    assert text
+    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=8, temperature=0, stream=True)
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert len(pieces) > 1  # arrived in pieces, and greedy decoding gives the same text either way
+    assert "".join(pieces) == text
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("key", [None, "sk-wrong"])
+def test_requests_without_the_key_are_refused(server, key):
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(server[0]["url"] + "/models", headers=headers)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 401
+
+
+@pytest.mark.vllm
+def test_bad_request_gets_an_error_and_the_server_keeps_serving(server, client):
+    import openai
+
+    model = server[0]["model"]
+    with pytest.raises(openai.BadRequestError):  # longer than the model's 256-token context
+        client.completions.create(model=model, prompt="x", max_tokens=100_000)
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="no-such-model", prompt="x", max_tokens=1)
+    assert client.completions.create(model=model, prompt="Hello", max_tokens=2).usage.completion_tokens == 2
+
+
+@pytest.mark.vllm
+def test_the_key_is_in_no_log_and_no_command_line(server, client):
+    report, _ = server
+    client.completions.create(model=report["model"], prompt="Hello", max_tokens=1)
+    assert KEY not in Path(report["log"]).read_text()
+    assert "--api-key" not in Path(f"/proc/{report['pid']}/cmdline").read_text()
+    assert KEY not in Path(f"/proc/{report['pid']}/cmdline").read_bytes().decode()
+
+
+def test_mla_backend_limit():
+    lite = {"kv_lora_rank": 512, "qk_rope_head_dim": 64}  # DeepSeek-V2-Lite: head size 576, the CPU backend's
+    assert not serve.mla_unsupported(lite)
+    assert serve.mla_unsupported({"kv_lora_rank": 32, "qk_rope_head_dim": 16})
+    assert not serve.mla_unsupported({"num_attention_heads": 4})  # not MLA
+
+
+def test_environment_defaults_and_overrides(monkeypatch):
+    for name in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_MLA_DISABLE", "VLLM_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    mla = {"kv_lora_rank": 32, "qk_rope_head_dim": 16}
+    env = serve.environment(mla, None, None, None, tcmalloc=False)
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "4" and env["VLLM_MLA_DISABLE"] == "1"
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in env and "VLLM_API_KEY" not in env
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "8")
+    monkeypatch.setenv("VLLM_MLA_DISABLE", "0")  # the user's choice stands
+    env = serve.environment(mla, "k", None, "0-3", tcmalloc=False)
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "8" and env["VLLM_MLA_DISABLE"] == "0"
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0-3" and env["VLLM_API_KEY"] == "k"
+    assert serve.environment({}, None, 2, None, tcmalloc=False)["VLLM_CPU_KVCACHE_SPACE"] == "2"  # option wins
+
+
+def test_api_key_sources(tmp_path, monkeypatch):
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    monkeypatch.delenv("VLLM_API_KEY_FILE", raising=False)
+    assert serve.api_key(None) is None
+    (tmp_path / "key").write_text("from-file\n")
+    monkeypatch.setenv("VLLM_API_KEY_FILE", str(tmp_path / "key"))  # e.g. a compose secret
+    assert serve.api_key(None) == "from-file"
+    monkeypatch.setenv("VLLM_API_KEY", "from-env")
+    assert serve.api_key(str(tmp_path / "key")) == "from-env"
+
+
+def test_command_line_has_no_key():
+    argv = serve.command(
+        Path("/m/ckpt"), host="0.0.0.0", port=8000, max_model_len=4096, served_model_name="ckpt", eager=False,
+        vllm_args=["--chat-template", "t.jinja"],
+    )  # fmt: skip
+    assert argv[1:3] == ["-m", serve.SERVER_MODULE]
+    assert argv[argv.index("--model") + 1] == "/m/ckpt" and argv[-2:] == ["--chat-template", "t.jinja"]
+    assert not any("key" in a.lower() for a in argv)
+
+
+@pytest.fixture(scope="module")
+def llama_ckpt(tiny_llama, tmp_path_factory) -> Path:
+    return quantize(
+        tiny_llama, tmp_path_factory.mktemp("serve-checks") / "llama", method="minmax", scheme="channelwise"
+    )
+
+
+BAD_OPTIONS = {
+    "kv-cache-zero": (
+        ["--kv-cache-gib", "0"],
+        {},
+        "error: KV cache of 0.0 GiB is not a positive whole number (fix: e.g. --kv-cache-gib 4)",
+    ),
+    "key-file-missing": (
+        ["--api-key-file", "{tmp}/none"],
+        {},
+        "error: cannot read the API key file {tmp}/none: No such file or directory (fix: check --api-key-file)",
+    ),
+    "key-file-empty": (
+        [],
+        {"VLLM_API_KEY_FILE": "{tmp}/empty"},
+        "error: the API key file {tmp}/empty is empty (fix: write the key into it, or drop --api-key-file)",
+    ),
+}
+
+
+@pytest.mark.parametrize("args,env,line", BAD_OPTIONS.values(), ids=BAD_OPTIONS.keys())
+def test_bad_options_fail_before_vllm_starts(llama_ckpt, tmp_path, monkeypatch, capsys, args, env, line):
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    monkeypatch.setattr(os, "execve", pytest.fail)  # a case that passed the checks would become the server
+    (tmp_path / "empty").write_text("\n")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+    result = run_main(capsys, "serve", llama_ckpt, *(a.format(tmp=tmp_path) for a in args))
+    assert result.returncode == 2 and error_line(result) == line.format(tmp=tmp_path)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="on Arm the W4A8 MoE kernels exist")
+def test_moe_experts_on_x86_refused(tiny_deepseek, tmp_path, capsys):
+    ckpt = quantize(tiny_deepseek, tmp_path / "moe", method="minmax", scheme="channelwise")
+    result = run_main(capsys, "serve", ckpt)
+    assert result.returncode == 2 and "--skip-experts" in error_line(result)
+
+
+@pytest.mark.vllm
+def test_a_server_that_fails_to_start_reports_vllms_error(llama_ckpt, tmp_path):
+    result = run_cli("serve", llama_ckpt, "--detach", "--port", free_port(), "--max-model-len", "100000",
+                     "--log", tmp_path / "serve.log", env={"VLLM_CPU_KVCACHE_SPACE": "1"})  # fmt: skip
+    assert result.returncode == 1
+    assert "max_model_len" in error_line(result) and f"(fix: read {tmp_path}/serve.log)" in error_line(result)
+    assert os.path.getsize(tmp_path / "serve.log") > 0
