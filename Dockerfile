@@ -18,6 +18,8 @@
 #   DOCKER_BUILDKIT=1 docker build -t vllm-arm-int4 .          # or: make image
 #   docker run --rm -v "$PWD/out:/out" -v hf-cache:/home/app/.cache/huggingface vllm-arm-int4 \
 #     deepseek-ai/DeepSeek-V2-Lite --scheme channelwise --method mse --output-root /out
+#   docker run -d -p 8000:8000 -e VLLM_API_KEY -v "$PWD/out:/out:ro" vllm-arm-int4 \
+#     serve /out/DeepSeek-V2-Lite-w4a8dyn-mse-channelwise --host 0.0.0.0      # or: make serve RUNNER=docker
 #
 # Versions: keep equal to requirements/ (tests/test_dockerfile.py checks they agree).
 ARG BASE_IMAGE=debian:bookworm-slim
@@ -228,5 +230,10 @@ ENV HF_HOME=/home/app/.cache/huggingface \
 VOLUME ["/home/app/.cache/huggingface"]
 WORKDIR /out
 USER 1000:1000
+# `serve` (docker run ... IMAGE serve /models/DIR --host 0.0.0.0): vLLM's OpenAI API on 8000. The check asks the
+# server's /health; containers running other commands have no server and report healthy. A 16B model can take
+# many minutes to load on few cores, hence the long start period.
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=10s --start-period=30m --retries=3 CMD ["python", "-m", "quantize.health"]
 ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]
 CMD ["--help"]

@@ -21,6 +21,14 @@ EVAL_ARGS       ?=#: more `eval` options
 MAX_PPL_INCREASE ?=#: eval fails above this perplexity increase (percent)
 HF_CACHE        ?= $(HOME)/.cache/huggingface#: Hub cache mounted into the container
 
+#:@ Serve and publish
+PORT            ?= 8000#: make serve: the API's port, on 127.0.0.1 of this host
+SERVE_ARGS      ?=#: more `serve` options, or vLLM's own, e.g. --max-model-len 8192
+SERVE_NAME      ?= vllm-arm-int4-serve#: RUNNER=docker: the server's container name
+SERVE_TIMEOUT   ?= 1800#: seconds make serve waits for the model to answer
+REPO_ID         ?=#: make publish: the Hub repository, ORG/NAME
+PUBLISH_ARGS    ?=#: more `publish` options: --dry-run, --private
+
 #:@ Container
 IMAGE           ?= vllm-arm-int4:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)#: image name (the test stage is IMAGE-test)
 DOCKER          ?= docker#: docker client
@@ -72,11 +80,18 @@ QUANTIZE_CMD = $(DOCKER_RUN) $(IMAGE)
 QUANTIZE_MODEL = $(if $(MODEL_DIR),/models/$(notdir $(MODEL_DIR)),$(MODEL))
 OUT_PATH = /out
 RUN_DEPS =
+SERVE_START = DOCKER=$(DOCKER) SERVE_TIMEOUT=$(SERVE_TIMEOUT) \
+  DOCKER_ARGS="--shm-size $(SHM_SIZE) --cap-add SYS_NICE -v $(abspath $(OUT)):/out:ro -v $(HF_CACHE):/home/app/.cache/huggingface" \
+  docker/serve.sh start $(SERVE_NAME) $(PORT) $(IMAGE)
+SERVE_STOP = DOCKER=$(DOCKER) docker/serve.sh stop $(SERVE_NAME)
 else ifeq ($(RUNNER),host)
 QUANTIZE_CMD = $(PY) -m quantize
 QUANTIZE_MODEL = $(MODEL)
 OUT_PATH = $(OUT)
 RUN_DEPS = $(STAMP)
+SERVE_START = $(PY) -m quantize serve --detach --log $(OUT)/serve.log --ready-timeout $(SERVE_TIMEOUT) --port $(PORT)
+SERVE_STOP = if [[ -f $(OUT)/serve.pid ]]; then kill -TERM -- -$$(cat $(OUT)/serve.pid) || true; rm $(OUT)/serve.pid; \
+  echo "serve: stopped"; else echo "serve: no server ($(OUT)/serve.pid)"; fi
 else
 $(error RUNNER=$(RUNNER) is not a runner (fix: RUNNER=host or RUNNER=docker))
 endif
@@ -113,6 +128,33 @@ demo: ## Quantize the committed tiny Llama, validate it, smoke it with --referen
 	$(MAKE) quantize MODEL=tests/data/tiny-models/llama QUANTIZE_ARGS="--overwrite $(QUANTIZE_ARGS)"
 	$(MAKE) validate DIR=$(OUT)/llama-w4a8dyn-$(METHOD)-$(SCHEME)
 	$(MAKE) smoke DIR=$(OUT)/llama-w4a8dyn-$(METHOD)-$(SCHEME) SMOKE_ARGS="--eager --reference $(SMOKE_ARGS)"
+
+##@ Serve and publish
+
+.PHONY: serve
+serve: $(RUN_DEPS) ## Serve DIR with vLLM's OpenAI API on 127.0.0.1:PORT; back once it answers (VLLM_API_KEY; RUNNER)
+	$(call need,DIR,make serve DIR=out/<name> (no output in OUT yet))
+	$(SERVE_START) "$(OUT_PATH)/$(notdir $(DIR))" $(SERVE_ARGS)
+
+.PHONY: serve-ask
+serve-ask: ## One completion from the server on PORT (VLLM_API_KEY)
+	docker/serve.sh ask $(PORT) $(notdir $(DIR))
+
+.PHONY: serve-stop
+serve-stop: ## Stop the server make serve started
+	@$(SERVE_STOP)
+
+.PHONY: serve-check
+serve-check: ## Serve DIR with a throwaway key, ask it once, stop it (RUNNER): what image-check runs
+	export VLLM_API_KEY=$$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n'); \
+	  status=0; $(MAKE) serve DIR="$(DIR)" && $(MAKE) serve-ask DIR="$(DIR)" || status=$$?; \
+	  $(MAKE) serve-stop; exit $$status
+
+.PHONY: publish
+publish: $(RUN_DEPS) ## Upload DIR, validated, with its model card to the Hub as REPO_ID (HF_TOKEN; PUBLISH_ARGS)
+	$(call need,DIR,make publish DIR=out/<name> REPO_ID=my-org/<name>)
+	$(call need,REPO_ID,make publish DIR=out/<name> REPO_ID=my-org/<name>)
+	$(QUANTIZE_CMD) publish "$(OUT_PATH)/$(notdir $(DIR))" --repo-id $(REPO_ID) $(PUBLISH_ARGS)
 
 ##@ Container
 
@@ -153,8 +195,9 @@ image-test: ## Run the test suite inside IMAGE-test
 	$(DOCKER) run --rm --shm-size $(SHM_SIZE) $(IMAGE)-test
 
 .PHONY: image-check
-image-check: image-local ## One command, no registry: image-local, then demo and image-test in the image
+image-check: image-local ## One command, no registry: image-local, then demo, serve-check and image-test in the image
 	$(MAKE) demo RUNNER=docker
+	$(MAKE) serve-check RUNNER=docker DIR=$(OUT)/llama-w4a8dyn-$(METHOD)-$(SCHEME) SERVE_ARGS=--eager
 	$(MAKE) image-test
 
 .PHONY: image-shell

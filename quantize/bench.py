@@ -24,7 +24,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import checkpoint, source, vllm_engine
+from . import card, checkpoint, manifest, source, vllm_engine
 from .errors import QuantizeError
 from .host import X86_NOTE, cpu_model, is_arm
 
@@ -204,6 +204,8 @@ def run(
         report["note"] = X86_NOTE
     (report_dir / REPORT_NAME).write_text(markdown(report))
     chart(report, report_dir / CHART_NAME)
+    if report_dir == directory and (directory / manifest.MANIFEST).is_file():
+        card.write(directory)  # now with this report
     report["report"] = str(report_dir / REPORT_NAME)
     report["chart"] = str(report_dir / CHART_NAME)
     return report

@@ -22,7 +22,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import checkpoint, corpus, manifest, source, vllm_engine
+from . import card, checkpoint, corpus, manifest, source, vllm_engine
 from .errors import QuantizeError
 
 DEFAULT_CORPUS = "builtin:eval"
@@ -155,4 +155,6 @@ def run(
         report["gate"] = {"max_ppl_increase_pct": max_ppl_increase, "passed": increase <= max_ppl_increase}
     (directory / REPORT_NAME).write_text(markdown(report))
     report["manifest_updated"] = manifest.append(directory, "evaluations", report)
+    if report["manifest_updated"]:
+        card.write(directory)  # now with this report
     return report

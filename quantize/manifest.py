@@ -2,8 +2,8 @@
 
 Fields (schema `vllm-arm-int4/manifest/v1`; docs/design.md, "The manifest", documents them for users):
 - `created`: UTC time the run finished (ISO 8601).
-- `source`: `model_id` as given, `revision` (Hub commit sha; null for a local directory), `local`, and
-  `files`: sha256 of every source file used, by relative path.
+- `source`: `model_id` as given, `revision` (Hub commit sha; null for a local directory), `local`, `licence`
+  (the source card's licence fields, for our card) and `files`: sha256 of every source file used, by path.
 - `arguments`: the recipe (method, scheme, groupsize, skip_experts, the full ignore list) and run options
   (dtype, trust_remote_code).
 - `packages`: installed versions of the stack; `vllm_wheel`: where vLLM came from (the image's build record:
@@ -12,7 +12,8 @@ Fields (schema `vllm-arm-int4/manifest/v1`; docs/design.md, "The manifest", docu
 - `timings_s`: wall seconds per phase the run went through (check, download, then load, calibration data and
   quantize for the load engine, or quantize alone for streaming) and total.
 - `peak_rss_bytes`: the process's peak resident memory (getrusage ru_maxrss), the number to size a host by.
-- `files`: sha256 and size of every file written beside the manifest.
+- `files`: sha256 and size of every file written beside the manifest, except the model card README.md, which
+  `eval` and `bench` rewrite (card.py; everything it says comes from this manifest or a report beside it).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .hashing import sha256_file
 
 SCHEMA = "vllm-arm-int4/manifest/v1"
 MANIFEST = "quantization-manifest.json"
+CARD = "README.md"  # the model card (card.py): rewritten by eval and bench, so not hashed here
 PACKAGES = (
     "torch",
     "transformers",
@@ -104,7 +106,7 @@ def written_files(directory: Path) -> dict[str, dict]:
     return {
         str(p.relative_to(directory)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.name not in (MANIFEST, CARD)
     }
 
 

@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hashing, manifest, output, shapes, source, stream
+from . import card, hashing, manifest, output, shapes, source, stream
 from .errors import QuantizeError, warn
 from .recipe import Recipe
 
@@ -63,16 +63,19 @@ class _Work:
 
     @contextlib.contextmanager
     def output(self, resumable: bool = False) -> Iterator[Path]:
-        """The finish both engines share: yield the partial directory to write into; then write the manifest
-        there, rename it to the target and log what the run cost."""
+        """The finish both engines share: yield the partial directory to write into; then write the recipe, the
+        manifest and the model card there, rename it to the target and log what the run cost."""
         job = self.job
         with output.atomic_directory(self.target, overwrite=job.overwrite, resumable=resumable) as partial:
             yield partial
+            (partial / card.RECIPE).write_text(job.recipe.yaml())
             source_info = {"model_id": job.model_id, "revision": self.src.revision or job.revision,
-                           "local": self.src.is_local, "files": self.hashes.result()}  # fmt: skip
+                           "local": self.src.is_local, "licence": card.source_licence(self.src.path),
+                           "files": self.hashes.result()}  # fmt: skip
             info = manifest.build(source=source_info, arguments=self.arguments, timings=self.timer.as_dict(),
                                   directory=partial)  # fmt: skip
             manifest.write(partial, info)
+            card.write(partial, self.target.name)
         logger.info("Quantized model saved to: %s", self.target)
         logger.info("Peak RSS %.2f GiB, total %.1f s", info["peak_rss_bytes"] / 2**30, info["timings_s"]["total"])
 

@@ -134,6 +134,12 @@ class Recipe:
             output_activations=None,
         )
 
+    def yaml(self) -> str:
+        """The modifier as an llmcompressor recipe file: `oneshot(model=..., recipe="recipe.yaml")` applies it."""
+        from llmcompressor.recipe import Recipe as LlmcompressorRecipe
+
+        return LlmcompressorRecipe.from_modifiers([self.modifier()]).yaml()
+
     def modifier(self):
         """The seed's QuantizationModifier (GPTQModifier for gptq: same scheme), router gates (and optionally
         experts) ignored."""

@@ -15,7 +15,7 @@ This module only chooses its options and environment, each overridable:
 
 Without `--detach` this process becomes the server (exec), so `docker stop` and Ctrl-C reach vLLM directly.
 With `--detach` the server starts in the background and this returns once the model has answered a first
-completion, or fails with the last error line vLLM logged.
+completion (its pid in `<log>.pid`), or fails with the last error line vLLM logged.
 """
 
 from __future__ import annotations
@@ -36,14 +36,13 @@ from pathlib import Path
 
 from . import checkpoint, smoke
 from .errors import QuantizeError
+from .health import DEFAULT_PORT, SERVER_MODULE
 from .host import cpu_model
 
-DEFAULT_PORT = 8000
 DEFAULT_MAX_MODEL_LEN = 4096
 DEFAULT_KV_CACHE_GIB = 4
 DEFAULT_READY_TIMEOUT = 1800.0
 MLA_HEAD_SIZE = 576  # the one head size (kv_lora_rank + qk_rope_head_dim) vLLM's CPU MLA backend runs
-SERVER_MODULE = "vllm.entrypoints.launchers.api_server.entry"
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -229,14 +228,21 @@ def run(
         process = subprocess.Popen(
             argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
+    pid_file = log_path.with_suffix(".pid")  # what `make serve-stop` stops (the process group)
+    pid_file.write_text(f"{process.pid}\n")
     client_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     base = f"http://{client_host}:{port}"
-    health_s, answer_s = wait_ready(process, base, name, key, ready_timeout, log_path)
+    try:
+        health_s, answer_s = wait_ready(process, base, name, key, ready_timeout, log_path)
+    except QuantizeError:
+        pid_file.unlink()
+        raise
     return {
         "url": f"{base}/v1",
         "model": name,
         "pid": process.pid,
         "log": str(log_path),
+        "pid_file": str(pid_file),
         "api_key": bool(key),
         "environment": chosen,
         "seconds_to_health": round(health_s, 1),

@@ -58,6 +58,9 @@ def test_good_checkpoint_report_and_gate(good, tiny_llama, corpus_file):
     assert f"| quantized | {m['perplexity_quantized']:.3f} |" in markdown and "**passed**" in markdown
     entries = manifest.read(good)["evaluations"]
     assert entries[-1]["metrics"] == m and entries[-1]["corpus"] == str(corpus_file)
+    card = (good / "README.md").read_text()  # the model card now carries the table, and still validates
+    assert f"| quantized | {m['perplexity_quantized']:.3f} |" in card and "Not measured yet" not in card
+    assert run_cli("validate", str(good)).returncode == 0
 
 
 @pytest.mark.vllm

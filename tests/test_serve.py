@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from quantize import serve
+from quantize import health, serve
 from tests.helpers import error_line, quantize, run_cli, run_main
 
 KEY = "sk-test-4f1d2c"  # a made-up key; the tests check it never leaks
@@ -100,6 +100,23 @@ def test_bad_request_gets_an_error_and_the_server_keeps_serving(server, client):
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="no-such-model", prompt="x", max_tokens=1)
     assert client.completions.create(model=model, prompt="Hello", max_tokens=2).usage.completion_tokens == 2
+
+
+@pytest.mark.vllm
+def test_health_check_finds_the_server(server):
+    report, _ = server
+    assert Path(report["pid_file"]).read_text().strip() == str(report["pid"])
+    assert health.server_port() == int(report["url"].split(":")[-1].split("/")[0])
+    assert health.main() == 0  # what the image's HEALTHCHECK runs
+
+
+def test_health_check_without_a_server(tmp_path):
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "cmdline").write_text("\0".join(["python", "-m", "quantize", "smoke", "/out/x", ""]))
+    assert health.server_port(tmp_path) is None
+    (tmp_path / "2").mkdir()
+    (tmp_path / "2" / "cmdline").write_text("\0".join(["python", "-m", health.SERVER_MODULE, "--port", "9001", ""]))
+    assert health.server_port(tmp_path) == 9001
 
 
 @pytest.mark.vllm
@@ -204,4 +221,4 @@ def test_a_server_that_fails_to_start_reports_vllms_error(llama_ckpt, tmp_path):
                      "--log", tmp_path / "serve.log", env={"VLLM_CPU_KVCACHE_SPACE": "1"})  # fmt: skip
     assert result.returncode == 1
     assert "max_model_len" in error_line(result) and f"(fix: read {tmp_path}/serve.log)" in error_line(result)
-    assert os.path.getsize(tmp_path / "serve.log") > 0
+    assert os.path.getsize(tmp_path / "serve.log") > 0 and not (tmp_path / "serve.pid").exists()
