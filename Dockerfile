@@ -185,7 +185,7 @@ RUN set -eux; \
 # ---------------------------------------------------------------------------------------------------------
 FROM stack AS test
 COPY requirements /src/requirements
-COPY Dockerfile Makefile /src/
+COPY Dockerfile Makefile compose.yaml /src/
 COPY tests /src/tests
 RUN --mount=type=secret,id=ca \
     set -eux; \
@@ -224,7 +224,7 @@ RUN set -eux; \
     echo "${VLLM_ARM_ISA}" > /etc/vllm-arm-int4-isa; \
     useradd --create-home --uid 1000 app; \
     mkdir -p /out /home/app/.cache/huggingface; \
-    chown app:app /out /home/app/.cache/huggingface
+    chown -R app:app /out /home/app/.cache
 ENV HF_HOME=/home/app/.cache/huggingface \
     VLLM_CPU_KVCACHE_SPACE=4
 VOLUME ["/home/app/.cache/huggingface"]

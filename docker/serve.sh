@@ -12,6 +12,16 @@ set -euo pipefail
 DOCKER=${DOCKER:-docker}
 SERVE_TIMEOUT=${SERVE_TIMEOUT:-1800}
 die() { echo "serve: error: $*" >&2; exit 1; }
+# The container's last log lines, then its root cause as the error: the last exception line that is not vLLM's
+# "see root cause above" wrapper. The container is removed.
+fail() {
+  local name=$1 why=$2 cause
+  "$DOCKER" logs --tail 20 "$name" 2>&1 | sed 's/^/  /' >&2 || true
+  cause=$("$DOCKER" logs "$name" 2>&1 | grep -E '(Error|Exception): ' | grep -v 'root cause above' | tail -n 1 |
+    sed -E 's/^\([A-Za-z]+ pid=[0-9]+\) [A-Z]+ [0-9-]+ [0-9:]+ \[[^]]+\] //') || true
+  "$DOCKER" rm -f "$name" >/dev/null
+  die "$why: ${cause:-see the log lines above}"
+}
 
 start() {
   local name=$1 port=$2 image=$3 t0 state
@@ -28,15 +38,10 @@ start() {
         echo "serve: $name healthy after $((SECONDS - t0)) s: http://127.0.0.1:$port/v1 (make serve-stop ends it)"
         return 0 ;;
       running*) sleep 2 ;;
-      *)
-        "$DOCKER" logs --tail 20 "$name" >&2 || true
-        "$DOCKER" rm -f "$name" >/dev/null
-        die "the server stopped before it was healthy ($state; its last log lines above)" ;;
+      *) fail "$name" "the server stopped before it was healthy ($state)" ;;
     esac
   done
-  "$DOCKER" logs --tail 20 "$name" >&2 || true
-  "$DOCKER" rm -f "$name" >/dev/null
-  die "not healthy within $SERVE_TIMEOUT s (fix: raise SERVE_TIMEOUT)"
+  fail "$name" "not healthy within $SERVE_TIMEOUT s (raise SERVE_TIMEOUT)"
 }
 
 ask() {

@@ -122,6 +122,16 @@ def _sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _usual_modes(directory: Path) -> None:
+    """Give every file the mode a newly created file gets (0666 less the umask). safetensors 0.8 writes its files
+    0600, and a checkpoint only its writer can read cannot be served by a container's user or another account."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in directory.rglob("*"):
+        if path.is_file():
+            os.chmod(path, 0o666 & ~umask)
+
+
 def _fsync_tree(directory: Path) -> None:
     for path in directory.rglob("*"):
         if path.is_file():
@@ -151,6 +161,7 @@ def atomic_directory(target: Path, overwrite: bool = False, resumable: bool = Fa
     try:
         with _sigterm_as_exit():
             yield partial
+            _usual_modes(partial)
             _fsync_tree(partial)
             if target.exists():
                 if not overwrite:  # appeared while we worked

@@ -43,6 +43,7 @@ DEFAULT_MAX_MODEL_LEN = 4096
 DEFAULT_KV_CACHE_GIB = 4
 DEFAULT_READY_TIMEOUT = 1800.0
 MLA_HEAD_SIZE = 576  # the one head size (kv_lora_rank + qk_rope_head_dim) vLLM's CPU MLA backend runs
+LOG_PREFIX = re.compile(r"^\(\w+ pid=\d+\) [A-Z]+ [\d-]+ [\d:]+ \[[^\]]+\] ")  # "(Worker pid=49) ERROR 11-28 ..."
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -136,9 +137,11 @@ def _request(url: str, key: str | None, body: dict | None = None, timeout: float
 
 
 def _last_error(log_path: Path) -> str:
-    """The last exception vLLM logged (with pydantic's detail line when the message is only a heading)."""
-    lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
-    raised = [i for i, ln in enumerate(lines) if EXCEPTION_LINE.match(ln)]
+    """The root cause vLLM logged: the last exception line that is not the engine's "see root cause above"
+    wrapper, without vLLM's log prefix (with pydantic's detail line when the message is only a heading)."""
+    lines = [LOG_PREFIX.sub("", ln).strip() for ln in log_path.read_text(errors="replace").splitlines()]
+    lines = [ln for ln in lines if ln]
+    raised = [i for i, ln in enumerate(lines) if EXCEPTION_LINE.match(ln) and "root cause above" not in ln]
     if not raised:
         return lines[-1][:400] if lines else "(nothing logged)"
     i = raised[-1]

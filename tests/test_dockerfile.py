@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from dockerfile_parse import DockerfileParser
 
+from quantize import health
+
 ROOT = Path(__file__).resolve().parent.parent
 REQ = ROOT / "requirements"
 
@@ -94,3 +96,27 @@ def test_hadolint_clean():
     hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")
     result = subprocess.run([hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_runtime_serves_with_a_health_check(dockerfile):
+    final = dockerfile.structure[[i for i, x in enumerate(dockerfile.structure) if x["instruction"] == "FROM"][-1] :]
+    values = {i["instruction"]: i["value"] for i in final}
+    assert values["EXPOSE"] == str(health.DEFAULT_PORT)
+    assert values["HEALTHCHECK"].endswith('CMD ["python", "-m", "quantize.health"]')
+
+
+def test_compose_file_matches_the_image():
+    """compose.yaml cannot be run here (no Compose on the build machines): its wiring is checked instead."""
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    server = compose["services"]["server"]
+    version = re.search(r'^version = "(.*)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert server["image"] == f"${{IMAGE:-vllm-arm-int4:{version}}}"
+    assert server["command"][:2] == ["serve", "/models/checkpoint"]
+    assert server["command"][server["command"].index("--port") + 1] == str(health.DEFAULT_PORT)
+    assert server["ports"] == [f"127.0.0.1:${{PORT:-8000}}:{health.DEFAULT_PORT}"]
+    assert server["environment"]["VLLM_API_KEY_FILE"] == "/run/secrets/vllm_api_key"  # read by quantize.serve
+    assert "vllm_api_key" in server["secrets"] and "vllm_api_key" in compose["secrets"]
+    assert "healthcheck" not in server  # the image's HEALTHCHECK applies
+    assert server["restart"] == "unless-stopped" and "hf-cache" in compose["volumes"]

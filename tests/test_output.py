@@ -25,6 +25,24 @@ def test_success_renames_into_place(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["model-w4a8dyn"]
 
 
+def test_files_get_the_usual_mode(tmp_path):
+    """safetensors writes 0600; a checkpoint must be readable by whoever serves it (e.g. the image's user)."""
+    import torch
+    from safetensors.torch import save_file
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "out") as partial:
+            save_file({"w": torch.zeros(2)}, str(partial / "model.safetensors"))
+            (partial / "sub").mkdir()
+            (partial / "sub" / "a.txt").write_text("x")
+            os.chmod(partial / "sub" / "a.txt", 0o600)
+    finally:
+        os.umask(umask)
+    for name in ("model.safetensors", "sub/a.txt"):
+        assert oct((tmp_path / "out" / name).stat().st_mode & 0o777) == oct(0o644), name
+
+
 def test_failure_leaves_nothing(tmp_path):
     target = tmp_path / "model-w4a8dyn"
     with pytest.raises(RuntimeError), atomic_directory(target) as partial:
