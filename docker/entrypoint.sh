@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Container entrypoint: refuse CPUs the image was not built for, preload tcmalloc, then run
-# `python -m quantize ARGS` (or ARGS itself when it is a command such as bash, python or pytest).
+# `python -m quantize ARGS` (or ARGS itself when it is a command such as bash, python, pytest or vllm).
 set -euo pipefail
 
 isa=$(cat /etc/vllm-arm-int4-isa 2>/dev/null || echo neoverse-n1)
@@ -21,6 +21,6 @@ if [[ -f $tcmalloc ]]; then
 fi
 
 case "${1:-}" in
-  bash|sh|python|python3|pytest|pip) exec "$@" ;;
+  bash|sh|python|python3|pytest|pip|vllm) exec "$@" ;;
   *) exec python -m quantize "$@" ;;
 esac

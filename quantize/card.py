@@ -16,7 +16,7 @@ import re
 import shlex
 from pathlib import Path
 
-from . import checkpoint, manifest, recipe
+from . import __version__, checkpoint, manifest, recipe
 from .host import MOE_ARM_ONLY
 from .manifest import CARD
 from .output import human_size
@@ -25,7 +25,7 @@ RECIPE = "recipe.yaml"
 LICENCE_FIELDS = ("license", "license_name", "license_link")
 TAGS = ("w4a8", "int4", "compressed-tensors", "llmcompressor", "vllm", "cpu", "arm64")
 REPORTS = ("eval-report.md", "bench-report.md")
-IMAGE = "vllm-arm-int4"
+IMAGE = f"vllm-arm-int4:{__version__}"  # the tag `make image` gives
 
 
 def source_licence(source_dir: Path) -> dict:
@@ -138,6 +138,7 @@ def _serve(name: str) -> list[str]:
         f"docker run -d --name {name} -p 127.0.0.1:8000:8000 -e VLLM_API_KEY --shm-size 4g --cap-add SYS_NICE \\",
         f'  -v "$PWD/{name}:/models/{name}:ro" {IMAGE} serve /models/{name} --host 0.0.0.0',
         f"python -m quantize serve {name}          # or without Docker, in vllm-arm-int4's environment",
+        f"vllm serve {name} --max-model-len 4096   # or vLLM's CLI (a vLLM installed as `vllm`: built from source)",
         'curl http://127.0.0.1:8000/v1/completions -H "Authorization: Bearer $VLLM_API_KEY" \\',
         f'  -H \'Content-Type: application/json\' -d \'{{"model": "{name}", "prompt": "The capital of France is", '
         '"max_tokens": 32}\'',
