@@ -106,7 +106,7 @@ def test_runtime_serves_with_a_health_check(dockerfile):
 
 
 def test_compose_file_matches_the_image():
-    """compose.yaml cannot be run here (no Compose on the build machines): its wiring is checked instead."""
+    """CI has no Compose to run compose.yaml (docs/serving.md says how it was run by hand): its wiring is checked."""
     import yaml
 
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
