@@ -1,6 +1,6 @@
 """The quality table: what each method costs on a real model, every figure from one run of this script.
 
-For each variant (minmax/mse x channelwise/groupwise-32, gptq groupwise-32) it runs the real CLI as a user
+For each variant (minmax/mse x channelwise/groupwise-32, gptq and imatrix groupwise-32) it runs the real CLI as a user
 would: `python -m quantize MODEL ...` (wall time and peak RSS from the checkpoint's manifest), then
 `python -m quantize eval DIR --reference MODEL` (perplexity through vLLM, top-1 agreement, KL). The bf16 row
 is the reference's own perplexity from the same evaluations.
@@ -26,6 +26,16 @@ VARIANTS = {
     "mse g32": ["--method", "mse", "--scheme", "groupwise", "--groupsize", "32"],
     # 256 windows of 512 tokens: 131 k tokens, 85x the widest SmolLM2 layer's inputs (see quantizer.py)
     "gptq g32": ["--method", "gptq", "--scheme", "groupwise", "--groupsize", "32", "--calibration-samples", "256"],
+    "imatrix g32": [
+        "--method",
+        "imatrix",
+        "--scheme",
+        "groupwise",
+        "--groupsize",
+        "32",
+        "--calibration-samples",
+        "256",
+    ],
 }
 
 

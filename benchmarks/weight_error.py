@@ -8,6 +8,10 @@ weights dequantized by `quantize.reference`); activations are left unquantized t
         calibration text)
     python -m benchmarks.weight_error subsets SOURCE CKPT
         perplexity (built-in eval text) with only some layers quantized
+    python -m benchmarks.weight_error perplexity SOURCE CKPT...
+        perplexity (built-in eval text, windows of 512) of SOURCE in float32 and of each checkpoint as vLLM
+        computes it: int4 weights dequantized, every quantized Linear's input fake-quantized to int8 per token
+        (docs/quality.md's reference-path table)
 """
 
 from __future__ import annotations
@@ -105,9 +109,17 @@ def perplexity(model, windows) -> float:
     return evaluate.perplexity(actual)
 
 
+def reference_perplexities(model, tokenizer, checkpoints: list[str]) -> None:
+    windows = corpus.token_windows(tokenizer, corpus.load_texts(TEXTS["eval"]), 512)
+    tokens = sum(len(w) - 1 for w in windows)
+    print(f"{'source (float32)':60s} {perplexity(model, windows):.2f}  ({tokens} tokens)", flush=True)
+    for directory in checkpoints:
+        print(f"{directory:60s} {perplexity(reference.load_reference(directory), windows):.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["layers", "subsets"])
+    parser.add_argument("mode", choices=["layers", "subsets", "perplexity"])
     parser.add_argument("source", help="the unquantized checkpoint")
     parser.add_argument("checkpoints", nargs="+", help="W4A8 checkpoints written by python -m quantize")
     args = parser.parse_args()
@@ -115,6 +127,8 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(args.source, dtype=torch.float32).eval()
     if args.mode == "layers":
         layer_errors(model, tokenizer, args.checkpoints)
+    elif args.mode == "perplexity":
+        reference_perplexities(model, tokenizer, args.checkpoints)
     else:
         for directory in args.checkpoints:
             subset_perplexities(model, tokenizer, directory)

@@ -65,7 +65,7 @@ def quantize_parser() -> argparse.ArgumentParser:
         help="stream: quantize tensor by tensor with bounded memory (same output as load); load: the seed's way, "
         "loading the whole model; auto: stream where it applies",
     )
-    calib = p.add_argument_group("calibration (--method gptq only)")
+    calib = p.add_argument_group("calibration (--method gptq or imatrix)")
     calib.add_argument(
         "--calibration",
         default="builtin:calibration",

@@ -45,7 +45,7 @@ class Job:
     overwrite: bool = False
     engine: str = "load"  # "load" (oneshot on the loaded model), "stream" (tensor by tensor), "auto"
     shard_bytes: int = stream.DEFAULT_SHARD_BYTES
-    calibration: str = "builtin:calibration"  # text for calibrated methods (gptq): see corpus.py
+    calibration: str = "builtin:calibration"  # text for calibrated methods (gptq, imatrix): see corpus.py
     calibration_samples: int = 128  # at most this many windows of calibration_seq_len tokens
     calibration_seq_len: int = 512
 
@@ -178,7 +178,7 @@ def _calibration(work: _Work, model, tokenizer) -> dict:
     tokens = sum(map(len, dataset["input_ids"]))
     work.arguments["calibration"] = {"source": job.calibration, "samples": len(dataset), "tokens": tokens}
     logger.info("Calibrating on %d windows (%d tokens) of %s", len(dataset), tokens, job.calibration)
-    if warning := calibration_warning(tokens, widest_input(model, job.recipe)):
+    if job.recipe.method == "gptq" and (warning := calibration_warning(tokens, widest_input(model, job.recipe))):
         logger.warning(warning)
     return {"dataset": dataset, "num_calibration_samples": len(dataset), "max_seq_length": job.calibration_seq_len,
             "shuffle_calibration_samples": False}  # fmt: skip

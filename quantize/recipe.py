@@ -10,11 +10,18 @@ import os
 from dataclasses import dataclass, field
 
 SEED_METHODS = ("minmax", "mse")  # data-free observers, the seed's two choices
-CALIBRATED_METHODS = ("gptq",)  # llmcompressor's GPTQ: needs calibration text, not in the seed
+# Calibrated methods, not in the seed: they run calibration text through the loaded model.
+# - gptq: llmcompressor's GPTQ picks each group's scale with the mse observer, then chooses the rounding column by
+#   column to cancel the error it makes on calibration activations.
+# - imatrix: llmcompressor's `imatrix_mse` observer, llama.cpp's importance-matrix idea: the scale search weighs
+#   each weight's error by the mean squared activation of its input channel (E[x^2], from calibration text), so it
+#   minimizes the layer's output error rather than the weights'. Plain rounding otherwise: cheap, one statistic
+#   per input channel, so little text suffices. The grid below (squared error, 200 steps, shrink down to 40 % of
+#   the max) beat the observer's defaults on SmolLM2-135M (docs/quality.md).
+CALIBRATED_METHODS = ("gptq", "imatrix")
 METHODS = SEED_METHODS + CALIBRATED_METHODS
-# GPTQ picks each group's scale with this observer, then chooses the rounding column by column to cancel
-# the error it makes on calibration activations.
-GPTQ_OBSERVER = "mse"
+OBSERVERS = {"gptq": "mse", "imatrix": "imatrix_mse"}
+IMATRIX_OBSERVER_KWARGS = {"norm": 2.0, "grid": 200, "maxshrink": 0.6, "patience": 40}
 SCHEMES = ("channelwise", "groupwise")
 DEFAULT_GROUPSIZE = 32
 ACT_TAG = "a8dyn"
@@ -59,7 +66,11 @@ class Recipe:
 
     @property
     def observer(self) -> str:
-        return GPTQ_OBSERVER if self.calibrated else self.method
+        return OBSERVERS.get(self.method, self.method)
+
+    @property
+    def observer_kwargs(self) -> dict:
+        return dict(IMATRIX_OBSERVER_KWARGS) if self.method == "imatrix" else {}
 
     @property
     def group_size(self) -> int | None:
@@ -118,6 +129,7 @@ class Recipe:
             dynamic=False,
             group_size=self.group_size,
             observer=self.observer,
+            observer_kwargs=self.observer_kwargs,
         )
         input_acts = QuantizationArgs(
             num_bits=8,
@@ -143,7 +155,7 @@ class Recipe:
     def modifier(self):
         """The seed's QuantizationModifier (GPTQModifier for gptq: same scheme), router gates (and optionally
         experts) ignored."""
-        if self.calibrated:
+        if self.method == "gptq":
             from llmcompressor.modifiers.gptq import GPTQModifier as Modifier
         else:
             from llmcompressor.modifiers.quantization.quantization import QuantizationModifier as Modifier

@@ -1,4 +1,5 @@
-"""`--method gptq`: real llmcompressor GPTQ on the tiny Llama, calibration text from every kind of source."""
+"""The calibrated methods on the tiny models: real llmcompressor GPTQ (`--method gptq`) and the importance-matrix
+observer (`--method imatrix`), calibration text from every kind of source."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from quantize import corpus, manifest, validate
-from tests import tiny_models
-from tests.helpers import error_line, read_tensors, run_cli, run_main
+from quantize import checkpoint, corpus, manifest, validate
+from tests import faults, tiny_models
+from tests.helpers import error_line, quantize, read_tensors, run_cli, run_main
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,43 @@ def test_gptq_quantizes_validates_and_differs_from_rounding(tiny_llama, calibrat
     assert gptq.keys() == rtn.keys()
     name = "model.layers.0.mlp.down_proj.weight"
     assert gptq[name].dtype == rtn[name].dtype and not (gptq[name] == rtn[name]).all()
+
+
+@pytest.fixture(scope="module")
+def imatrix(tiny_llama, calibration_jsonl, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("imatrix") / "g32"
+    return quantize(tiny_llama, out, method="imatrix", scheme="groupwise", calibration=str(calibration_jsonl),
+                    calibration_seq_len=64)  # fmt: skip
+
+
+def test_imatrix_weighs_by_the_calibration_text(imatrix, tiny_llama, tmp_path):
+    """Same format as the seed's; the scales follow the activations: other text, other int4 values. (Without
+    statistics llmcompressor's imatrix observer silently falls back to plain mse: this would catch it.)"""
+    assert validate.validate(imatrix)["valid"]
+    weights = checkpoint.quantization_config(imatrix)["config_groups"]["group_0"]["weights"]
+    assert weights["observer"] == "imatrix_mse" and weights["observer_kwargs"]["norm"] == 2.0
+    info = manifest.read(imatrix)
+    assert info["arguments"]["engine"] == "load" and info["arguments"]["calibration"]["tokens"] > 64
+    other = quantize(tiny_llama, tmp_path / "other", method="imatrix", scheme="groupwise", calibration_seq_len=64)
+    first, second = read_tensors(imatrix), read_tensors(other)
+    assert first.keys() == second.keys()
+    differing = [k for k in first if k.endswith("_scale") and not first[k].equal(second[k])]
+    assert differing, "the imatrix scales do not depend on the calibration text"
+
+
+def test_imatrix_on_moe_quantizes_every_expert(tiny_deepseek, calibration_jsonl, tmp_path):
+    """DeepSeek-V2 (MLA + MoE): experts see only the tokens routed to them; every one still gets its scales."""
+    out = quantize(tiny_deepseek, tmp_path / "moe", method="imatrix", scheme="groupwise",
+                   calibration=str(calibration_jsonl), calibration_seq_len=64)  # fmt: skip
+    report = validate.validate(out)
+    assert report["valid"] and checkpoint.has_quantized_experts(out)
+
+
+@pytest.mark.vllm
+def test_imatrix_checkpoint_passes_the_reference_check(imatrix):
+    code, report, stderr = faults.smoke(str(imatrix), "--reference", timeout=600)
+    assert code == 0, stderr[-3000:]
+    assert report["agreement"]["passed"] and report["layers"]["w4a8_linear_layers"] > 0
 
 
 def test_gptq_cannot_stream(tiny_llama, tmp_path, capsys):

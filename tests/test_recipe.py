@@ -7,7 +7,7 @@ from compressed_tensors.quantization import QuantizationScheme
 from compressed_tensors.quantization.quant_args import QuantizationArgs, QuantizationStrategy, QuantizationType
 
 from quantize.cli import quantize_parser
-from quantize.recipe import EXPERTS_PATTERN, GPTQ_OBSERVER, Recipe
+from quantize.recipe import EXPERTS_PATTERN, IMATRIX_OBSERVER_KWARGS, OBSERVERS, Recipe
 
 
 def seed_scheme(method: str, scheme: str, groupsize: int) -> QuantizationScheme:
@@ -81,10 +81,25 @@ def test_gptq_uses_the_same_scheme_and_the_seeds_name():
     gptq = Recipe(method="gptq", scheme="groupwise", groupsize=32)
     assert gptq.output_name("org/SmolLM2-135M") == "SmolLM2-135M-w4a8dyn-gptq-groupwise-g32"
     ours = gptq.scheme_object().model_dump()
-    assert ours == seed_scheme(GPTQ_OBSERVER, "groupwise", 32).model_dump()
+    assert ours == seed_scheme(OBSERVERS["gptq"], "groupwise", 32).model_dump()
     modifier = gptq.modifier()
     assert type(modifier).__name__ == "GPTQModifier" and modifier.ignore == gptq.ignore
     assert type(Recipe(method="mse", scheme="groupwise").modifier()).__name__ == "QuantizationModifier"
+
+
+def test_imatrix_is_the_seed_scheme_with_an_activation_weighted_observer():
+    """imatrix changes only the weight observer (and its grid): same format, so vLLM serves it like the seed's."""
+    imatrix = Recipe(method="imatrix", scheme="groupwise", groupsize=32)
+    assert (
+        imatrix.calibrated and imatrix.output_name("org/SmolLM2-135M") == "SmolLM2-135M-w4a8dyn-imatrix-groupwise-g32"
+    )
+    ours = imatrix.scheme_object().model_dump()
+    seed = seed_scheme("imatrix_mse", "groupwise", 32).model_dump()
+    assert ours["weights"]["observer_kwargs"] == IMATRIX_OBSERVER_KWARGS
+    ours["weights"]["observer_kwargs"] = {}
+    assert ours == seed
+    modifier = imatrix.modifier()
+    assert type(modifier).__name__ == "QuantizationModifier" and modifier.ignore == imatrix.ignore
 
 
 def test_ignore_list():
