@@ -62,6 +62,8 @@ def quantize_command(info: dict) -> list[str]:
         argv.append("--trust-remote-code")
     if calibration := args.get("calibration"):
         argv += ["--calibration", calibration["source"], "--calibration-samples", str(calibration["samples"])]
+        if "seq_len" in calibration:  # manifests before it was recorded: the default, 512
+            argv += ["--calibration-seq-len", str(calibration["seq_len"])]
     return argv
 
 
@@ -87,7 +89,8 @@ def _scheme(info: dict, name: str, arm_only: bool) -> list[str]:
         "",
         "| | |",
         "|---|---|",
-        f"| weights | int4, symmetric, one scale {weights}; observer `{args['method']}` |",
+        f"| weights | int4, symmetric, one scale {weights}; method `{args['method']}`, observer "
+        f"`{recipe.Recipe(method=args['method']).observer}` |",
         "| activations | int8, asymmetric, dynamic per token (computed at run time: no calibration) |",
         "| format | compressed-tensors `int-quantized` (vLLM: `CompressedTensorsW4A8Int`) |",
         f"| not quantized | {ignored} |",

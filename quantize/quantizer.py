@@ -176,7 +176,8 @@ def _calibration(work: _Work, model, tokenizer) -> dict:
     with work.timer("calibration data"):
         dataset = calibration_dataset(job, tokenizer)
     tokens = sum(map(len, dataset["input_ids"]))
-    work.arguments["calibration"] = {"source": job.calibration, "samples": len(dataset), "tokens": tokens}
+    work.arguments["calibration"] = {"source": job.calibration, "samples": len(dataset), "tokens": tokens,
+                                     "seq_len": job.calibration_seq_len}  # fmt: skip
     logger.info("Calibrating on %d windows (%d tokens) of %s", len(dataset), tokens, job.calibration)
     if job.recipe.method == "gptq" and (warning := calibration_warning(tokens, widest_input(model, job.recipe))):
         logger.warning(warning)

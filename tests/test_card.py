@@ -50,7 +50,7 @@ def test_card_front_matter_and_contents(ckpt):
     assert meta["library_name"] == "vllm" and "w4a8" in meta["tags"]
     assert (meta["license"], meta["license_name"], meta["license_link"]) == ("other", "deepseek", "LICENSE")
     assert "base_model" not in meta  # a local source has no Hub id
-    assert f"# {ckpt.name}\n" in text and "in groups of 32 inputs; observer `minmax`" in text
+    assert f"# {ckpt.name}\n" in text and "in groups of 32 inputs; method `minmax`, observer `minmax`" in text
     assert "also loads on x86_64" in text and "Not measured yet" in text
     assert f"serve /models/{ckpt.name} --host 0.0.0.0" in text
 

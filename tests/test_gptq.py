@@ -48,7 +48,7 @@ def imatrix(tiny_llama, calibration_jsonl, tmp_path_factory) -> Path:
                     calibration_seq_len=64)  # fmt: skip
 
 
-def test_imatrix_weighs_by_the_calibration_text(imatrix, tiny_llama, tmp_path):
+def test_imatrix_weighs_by_the_calibration_text(imatrix, tiny_llama, calibration_jsonl, tmp_path):
     """Same format as the seed's; the scales follow the activations: other text, other int4 values. (Without
     statistics llmcompressor's imatrix observer silently falls back to plain mse: this would catch it.)"""
     assert validate.validate(imatrix)["valid"]
@@ -56,6 +56,9 @@ def test_imatrix_weighs_by_the_calibration_text(imatrix, tiny_llama, tmp_path):
     assert weights["observer"] == "imatrix_mse" and weights["observer_kwargs"]["norm"] == 2.0
     info = manifest.read(imatrix)
     assert info["arguments"]["engine"] == "load" and info["arguments"]["calibration"]["tokens"] > 64
+    card = (imatrix / "README.md").read_text()  # the card's command redoes the same calibration
+    assert "method `imatrix`, observer `imatrix_mse`" in card
+    assert f"--calibration {calibration_jsonl} --calibration-samples" in card and "--calibration-seq-len 64" in card
     other = quantize(tiny_llama, tmp_path / "other", method="imatrix", scheme="groupwise", calibration_seq_len=64)
     first, second = read_tensors(imatrix), read_tensors(other)
     assert first.keys() == second.keys()
