@@ -45,9 +45,13 @@ def source_licence(source_dir: Path) -> dict:
 def quantize_command(info: dict) -> list[str]:
     """The `python -m quantize` command line that makes this checkpoint again (from the manifest)."""
     args, src = info["arguments"], info["source"]
-    argv = ["python", "-m", "quantize", src["model_id"], "--method", args["method"], "--scheme", args["scheme"]]
-    if args.get("groupsize"):
-        argv += ["--groupsize", str(args["groupsize"])]
+    argv = ["python", "-m", "quantize", src["model_id"]]
+    if args.get("recipe_file"):  # the file the user gave; this checkpoint's recipe.yaml is what it applied
+        argv += ["--recipe", args["recipe_file"]]
+    else:
+        argv += ["--method", args["method"], "--scheme", args["scheme"]]
+        if args.get("groupsize"):
+            argv += ["--groupsize", str(args["groupsize"])]
     if args.get("skip_experts"):
         argv.append("--skip-experts")
     built_in = set(recipe.DEFAULT_IGNORE) | {recipe.EXPERTS_PATTERN}
@@ -84,13 +88,14 @@ def _scheme(info: dict, name: str, arm_only: bool) -> list[str]:
     size = sum(f["bytes"] for p, f in info["files"].items() if p.endswith(".safetensors"))
     experts = "left in the source dtype (`--skip-experts`)" if args.get("skip_experts") else "quantized like the rest"
     ignored = ", ".join(f"`{p}`" for p in args["ignore"])
+    method = f"recipe file `{args['recipe_file']}`" if args.get("recipe_file") else f"method `{args['method']}`"
+    observer = args.get("observer") or recipe.Recipe(method=args["method"]).observer  # older manifests: derived
     return [
         "## Scheme",
         "",
         "| | |",
         "|---|---|",
-        f"| weights | int4, symmetric, one scale {weights}; method `{args['method']}`, observer "
-        f"`{recipe.Recipe(method=args['method']).observer}` |",
+        f"| weights | int4, symmetric, one scale {weights}; {method}, observer `{observer}` |",
         "| activations | int8, asymmetric, dynamic per token (computed at run time: no calibration) |",
         "| format | compressed-tensors `int-quantized` (vLLM: `CompressedTensorsW4A8Int`) |",
         f"| not quantized | {ignored} |",

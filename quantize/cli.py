@@ -29,7 +29,15 @@ def quantize_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model_id", type=str, help="Model identifier or path")
     p.add_argument("--method", type=str, choices=list(METHODS), default="mse", help="Quantization method")
-    p.add_argument("--scheme", type=str, choices=list(SCHEMES), required=True, help="Quantization scheme for weights")
+    # --scheme is required, as in the seed, unless a recipe file (--recipe) brings its own
+    chosen = p.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--scheme", type=str, choices=list(SCHEMES), help="Quantization scheme for weights")
+    chosen.add_argument(
+        "--recipe",
+        metavar="FILE.yaml",
+        help="an llmcompressor recipe instead of --method/--scheme/--groupsize: refused unless it writes the W4A8 "
+        "scheme vLLM serves; the output is named after the file (recipes/ has examples)",
+    )
     p.add_argument("--groupsize", type=int, default=DEFAULT_GROUPSIZE, help="Group size for groupwise quantization")
     p.add_argument("--output-dir", help="exact output directory (default: <output-root>/<seed's name>)")
     p.add_argument("--output-root", help="directory to create the seed-named output in (default: .)")
@@ -65,7 +73,7 @@ def quantize_parser() -> argparse.ArgumentParser:
         help="stream: quantize tensor by tensor with bounded memory (same output as load); load: the seed's way, "
         "loading the whole model; auto: stream where it applies",
     )
-    calib = p.add_argument_group("calibration (--method gptq or imatrix)")
+    calib = p.add_argument_group("calibration (--method gptq or imatrix, --recipe)")
     calib.add_argument(
         "--calibration",
         default="builtin:calibration",
@@ -244,16 +252,23 @@ def _quantize(args: argparse.Namespace) -> Path:
     from . import quantizer
     from .recipe import Recipe
 
-    try:
-        recipe = Recipe(
-            method=args.method,
-            scheme=args.scheme,
-            groupsize=args.groupsize,
-            skip_experts=args.skip_experts,
-            extra_ignore=tuple(args.ignore),
-        )
-    except ValueError as exc:
-        raise QuantizeError(str(exc), "see python -m quantize --help") from exc
+    if args.recipe:
+        from . import recipe_file
+
+        if args.method != "mse" or args.groupsize != DEFAULT_GROUPSIZE:
+            raise QuantizeError("--recipe sets the method and group size itself", "drop --method and --groupsize")
+        recipe = recipe_file.load(args.recipe, skip_experts=args.skip_experts, extra_ignore=tuple(args.ignore))
+    else:
+        try:
+            recipe = Recipe(
+                method=args.method,
+                scheme=args.scheme,
+                groupsize=args.groupsize,
+                skip_experts=args.skip_experts,
+                extra_ignore=tuple(args.ignore),
+            )
+        except ValueError as exc:
+            raise QuantizeError(str(exc), "see python -m quantize --help") from exc
     job = quantizer.Job(
         model_id=args.model_id,
         recipe=recipe,

@@ -158,15 +158,50 @@ def _load(work: _Work) -> None:
             else None
         )
     calibration = _calibration(work, model, tokenizer) if job.recipe.calibrated else {}
-    with work.output() as partial, work.timer("quantize"), torch.no_grad():
+    with work.output() as partial, work.timer("quantize"), torch.no_grad(), _no_pinning_without_accelerator():
         oneshot(
             model=model,
-            recipe=job.recipe.modifier(),
+            recipe=job.recipe.modifiers(),
             tokenizer=tokenizer,
             output_dir=str(partial),
             trust_remote_code_model=job.trust_remote_code,
             **calibration,
         )
+        if job.recipe.file:  # what the file's modifiers wrote, before it gets the final name
+            check_servable(job.recipe, partial)
+
+
+def check_servable(recipe: Recipe, partial: Path) -> None:
+    """A recipe file's checkpoint, refused (and never renamed into place) if vLLM could not serve it: the file's
+    scheme was checked before loading, but transforms (online rotations) show only in the config written."""
+    from . import checkpoint, validate
+
+    try:
+        validate.check_config(checkpoint.quantization_config(partial))
+    except QuantizeError as exc:
+        raise QuantizeError(
+            f"{recipe.option} wrote a checkpoint vLLM cannot serve: {exc.message.removeprefix('validation failed: ')}",
+            "remove what the message names from the recipe",
+        ) from exc
+
+
+@contextlib.contextmanager
+def _no_pinning_without_accelerator() -> Iterator[None]:
+    """AWQ pins its cached activations (`IntermediatesCache.pin_memory`) to speed host-to-device copies; without an
+    accelerator `Tensor.pin_memory()` raises ("Cannot access accelerator device when none is available") and a
+    CPU run makes no such copies. So, on CPU only, pinning is a no-op for the duration of `oneshot`."""
+    import torch
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    if torch.accelerator.is_available():
+        yield
+        return
+    original = IntermediatesCache.pin_memory
+    IntermediatesCache.pin_memory = lambda self, batch_index, input_names=None: None
+    try:
+        yield
+    finally:
+        IntermediatesCache.pin_memory = original
 
 
 def _calibration(work: _Work, model, tokenizer) -> dict:
@@ -227,7 +262,7 @@ def check_tokenizer(job: Job, source_dir: Path, target: Path) -> bool:
     missing = f"{job.model_id} has no tokenizer (none of {', '.join(source.TOKENIZER_FILES)})"
     if job.recipe.calibrated:
         raise QuantizeError(
-            f"{missing}, and --method {job.recipe.method} needs one to tokenize its calibration text",
+            f"{missing}, and {job.recipe.option} needs one to tokenize its calibration text",
             f"copy the original model's tokenizer files into {source_dir}",
         )
     warn(
@@ -243,7 +278,7 @@ def choose_engine(job: Job, source_dir: Path) -> str:
         return "load"
     reason = stream.unsupported_reason(source_dir, job.trust_remote_code)
     if job.recipe.calibrated:
-        reason = f"--method {job.recipe.method} runs calibration text through the loaded model"
+        reason = f"{job.recipe.option} runs calibration text through the loaded model"
     if job.dtype not in ("auto",):
         reason = reason or f"--dtype {job.dtype} (streaming keeps the checkpoint's dtype)"
     if reason is None:

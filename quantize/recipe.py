@@ -22,6 +22,7 @@ CALIBRATED_METHODS = ("gptq", "imatrix")
 METHODS = SEED_METHODS + CALIBRATED_METHODS
 OBSERVERS = {"gptq": "mse", "imatrix": "imatrix_mse"}
 IMATRIX_OBSERVER_KWARGS = {"norm": 2.0, "grid": 200, "maxshrink": 0.6, "patience": 40}
+FILE_METHOD = "recipe"  # Recipe.method when the modifiers come from an llmcompressor recipe file (--recipe)
 SCHEMES = ("channelwise", "groupwise")
 DEFAULT_GROUPSIZE = 32
 ACT_TAG = "a8dyn"
@@ -51,9 +52,15 @@ class Recipe:
     groupsize: int = DEFAULT_GROUPSIZE
     skip_experts: bool = False
     extra_ignore: tuple[str, ...] = field(default_factory=tuple)
+    # --recipe FILE (recipe_file.py): the file's name and text; method is FILE_METHOD, scheme and groupsize are
+    # read from the file, and its modifiers replace the seed's
+    file: str | None = None
+    file_text: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
+        if (self.method == FILE_METHOD) != bool(self.file):
+            raise ValueError(f"method {FILE_METHOD!r} comes with a recipe file, and only with one")
+        if self.method not in (*METHODS, FILE_METHOD):
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
@@ -62,10 +69,19 @@ class Recipe:
 
     @property
     def calibrated(self) -> bool:
-        return self.method in CALIBRATED_METHODS
+        """Whether calibration text runs through the model (always for a recipe file: AWQ, GPTQ, SmoothQuant and
+        activation-aware observers need it, and it costs the others only time)."""
+        return self.method in CALIBRATED_METHODS or self.file is not None
+
+    @property
+    def option(self) -> str:
+        """How the user chose the modifiers, for messages: `--recipe FILE` or `--method M`."""
+        return f"--recipe {self.file}" if self.file else f"--method {self.method}"
 
     @property
     def observer(self) -> str:
+        if self.file:
+            return str(_file_scheme(self.file_text)["weights"].get("observer"))
         return OBSERVERS.get(self.method, self.method)
 
     @property
@@ -87,8 +103,11 @@ class Recipe:
 
     def suffix(self) -> str:
         """`<method>-<scheme>[-g<N>]`, exactly as the seed builds it (plus a tag when experts are skipped)."""
-        suffix = f"{self.method}-{self.scheme}"
-        if self.scheme == "groupwise":
+        if self.file:  # the file names the recipe: awq-gptq-groupwise-g32.yaml -> ...-w4a8dyn-awq-gptq-groupwise-g32
+            suffix = os.path.splitext(os.path.basename(self.file))[0]
+        else:
+            suffix = f"{self.method}-{self.scheme}"
+        if self.scheme == "groupwise" and not self.file:
             suffix += f"-g{self.groupsize}"
         if self.skip_experts:
             suffix += "-dense-experts"
@@ -106,6 +125,8 @@ class Recipe:
             "groupsize": self.group_size,
             "skip_experts": self.skip_experts,
             "ignore": self.ignore,
+            "observer": self.observer,
+            **({"recipe_file": self.file} if self.file else {}),
         }
 
     # -- llmcompressor / compressed-tensors objects (imported lazily: they pull in torch) --
@@ -147,10 +168,27 @@ class Recipe:
         )
 
     def yaml(self) -> str:
-        """The modifier as an llmcompressor recipe file: `oneshot(model=..., recipe="recipe.yaml")` applies it."""
+        """The modifier as an llmcompressor recipe file: `oneshot(model=..., recipe="recipe.yaml")` applies it.
+        A recipe file is kept as the user wrote it (llmcompressor cannot read back every recipe it writes: AWQ's
+        defaults serialize as Python objects); quantize adds only the router ignores to it."""
+        if self.file:
+            return self.file_text
         from llmcompressor.recipe import Recipe as LlmcompressorRecipe
 
-        return LlmcompressorRecipe.from_modifiers([self.modifier()]).yaml()
+        return LlmcompressorRecipe.from_modifiers(self.modifiers()).yaml()
+
+    def modifiers(self) -> list:
+        """What `oneshot` applies: the seed's one modifier, or a recipe file's modifiers with the router gates
+        (and optionally experts) added to every quantizing modifier's ignore list."""
+        if not self.file:
+            return [self.modifier()]
+        return [
+            # rebuilt, not assigned to: a modifier resolves its quantization config (ignore list included) when built
+            type(m)(**{**m.model_dump(exclude_unset=True), "ignore": list(dict.fromkeys([*m.ignore, *self.ignore]))})
+            if _quantizes(m)
+            else m
+            for m in parse_modifiers(self.file_text)
+        ]
 
     def modifier(self):
         """The seed's QuantizationModifier (GPTQModifier for gptq: same scheme), router gates (and optionally
@@ -161,3 +199,30 @@ class Recipe:
             from llmcompressor.modifiers.quantization.quantization import QuantizationModifier as Modifier
 
         return Modifier(config_groups={"group_0": self.scheme_object()}, ignore=self.ignore)
+
+
+def parse_modifiers(text: str) -> list:
+    """An llmcompressor recipe (YAML text) -> its modifier objects, in order."""
+    from llmcompressor.recipe import Recipe as LlmcompressorRecipe
+
+    return list(LlmcompressorRecipe.create_instance(text).modifiers)
+
+
+def _quantizes(modifier) -> bool:
+    """Whether a modifier quantizes (QuantizationModifier, GPTQModifier, ...), rather than only transforming
+    weights (AWQ smoothing, SmoothQuant, rotations)."""
+    return hasattr(modifier, "resolve_quantization_config")
+
+
+def file_schemes(text: str) -> list[dict]:
+    """Every quantization config group a recipe's modifiers would apply, as config.json would store it."""
+    return [
+        group.model_dump(mode="json")
+        for m in parse_modifiers(text)
+        if _quantizes(m)
+        for group in m.resolve_quantization_config().config_groups.values()
+    ]
+
+
+def _file_scheme(text: str) -> dict:
+    return file_schemes(text)[0]

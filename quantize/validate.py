@@ -2,7 +2,8 @@
 
 Checks, in order, stopping at the first failure with the offending tensor named:
 1. config.json's `quantization_config` is the seed's scheme (int4 symmetric static channel/group weights,
-   int8 asymmetric dynamic per-token input activations, targets Linear, format int-quantized);
+   int8 asymmetric dynamic per-token input activations, targets Linear, format int-quantized), in a form vLLM's
+   CPU build serves: no group/dynamic activation ordering, no online transforms (`scheme_problem`);
 2. every quantized module stores its weight as int8 with values in [-8, 7], a finite positive
    `weight_scale` of shape [out, 1] (channel) or [out, in / group] (group), no zero point, no input scale;
 3. every Linear the recipe targets is quantized, and nothing it ignores is (router gates, lm_head);
@@ -25,15 +26,17 @@ def fail(message: str) -> QuantizeError:
     return QuantizeError(f"validation failed: {message}", FIX, exit_code=1)
 
 
-def check_config(qc: dict) -> dict:
-    groups = qc.get("config_groups") or {}
-    if len(groups) != 1:
-        raise fail(f"expected one config group, found {len(groups)}")
-    group = next(iter(groups.values()))
+# activation orderings vLLM's W4A8 path refuses: they permute a layer's input groups (`g_idx`), which the
+# KleidiAI packing cannot follow; "weight" (alias "static") only changes the order GPTQ rounds in
+REFUSED_ACTORDER = ("group", "dynamic")
+
+
+def scheme_problem(group: dict) -> str | None:
+    """Why one quantization config group is not the W4A8-dynamic scheme vLLM serves on CPU, or None. Shared by
+    `validate` (the written config) and `--recipe` (a recipe file, before any weight is loaded)."""
     w, a = group.get("weights") or {}, group.get("input_activations") or {}
     expected = [
         ("targets", group.get("targets"), ["Linear"]),
-        ("format", qc.get("format"), "int-quantized"),
         ("weights.num_bits", w.get("num_bits"), 4),
         ("weights.type", w.get("type"), "int"),
         ("weights.symmetric", w.get("symmetric"), True),
@@ -47,12 +50,39 @@ def check_config(qc: dict) -> dict:
     ]
     for key, got, want in expected:
         if got != want:
-            raise fail(f"quantization_config {key} is {got!r}, the W4A8-dynamic recipe needs {want!r}")
+            return f"{key} is {got!r}, the W4A8-dynamic recipe needs {want!r}"
     if w.get("strategy") not in ("channel", "group"):
-        raise fail(f"quantization_config weights.strategy is {w.get('strategy')!r}, expected channel or group")
+        return f"weights.strategy is {w.get('strategy')!r}, expected channel or group"
     if w.get("strategy") == "group" and not w.get("group_size"):
-        raise fail("quantization_config weights.strategy is group but group_size is missing")
-    return w
+        return "weights.strategy is group but group_size is missing"
+    if w.get("actorder") in REFUSED_ACTORDER:
+        return f"weights.actorder is {w.get('actorder')!r}, which vLLM's W4A8 path refuses (use 'weight' or none)"
+    return None
+
+
+def online_transforms(qc: dict) -> list[str]:
+    """Names of transforms a checkpoint asks vLLM to apply at run time (online Hadamard rotations need
+    `hadacore_transform`, absent from vLLM's CPU build); offline ones are already fused into the weights."""
+    from compressed_tensors.transform import TransformConfig
+
+    if not qc.get("transform_config"):
+        return []
+    config = TransformConfig.model_validate(qc["transform_config"])
+    return sorted(name for name, scheme in config.config_groups.items() if any(a.is_online() for a in scheme.apply))
+
+
+def check_config(qc: dict) -> dict:
+    groups = qc.get("config_groups") or {}
+    if len(groups) != 1:
+        raise fail(f"expected one config group, found {len(groups)}")
+    if qc.get("format") != "int-quantized":
+        raise fail(f"quantization_config format is {qc.get('format')!r}, the W4A8-dynamic recipe needs 'int-quantized'")
+    group = next(iter(groups.values()))
+    if problem := scheme_problem(group):
+        raise fail(f"quantization_config {problem}")
+    if online := online_transforms(qc):
+        raise fail(f"quantization_config has online transforms ({', '.join(online)}), which vLLM's CPU build cannot run")
+    return group["weights"]
 
 
 def check_tensor_pair(module: str, weight, scale, weights_args: dict) -> None:

@@ -25,14 +25,17 @@ def quantize(model: str | Path, output_dir: str | Path | None = None, *, output_
     """Quantize `model` (a tiny-model fixture, or any model id) in this process, with what `python -m quantize`
     calls after parsing its arguments (quantizer.run); returns the output directory.
 
-    `options` are Recipe fields (method, scheme, groupsize, skip_experts, extra_ignore) and Job fields (engine,
-    shard_bytes, dtype, overwrite, calibration, ...); unset ones keep their defaults (engine "load"). Without
-    `output_dir`, the output gets the seed's name under `output_root`, as on the command line."""
-    from quantize import quantizer
+    `options` are Recipe fields (method, scheme, groupsize, skip_experts, extra_ignore), or `recipe_file=PATH`
+    (what `--recipe PATH` loads), and Job fields (engine, shard_bytes, dtype, overwrite, calibration, ...); unset
+    ones keep their defaults (engine "load"). Without `output_dir`, the output gets the seed's name under
+    `output_root`, as on the command line."""
+    from quantize import quantizer, recipe_file
     from quantize.recipe import Recipe
 
     recipe_fields = {f.name for f in dataclasses.fields(Recipe)}
-    recipe = Recipe(**{k: v for k, v in options.items() if k in recipe_fields})
+    chosen = {k: v for k, v in options.items() if k in recipe_fields}
+    path = options.pop("recipe_file", None)
+    recipe = recipe_file.load(path, chosen.get("skip_experts", False)) if path else Recipe(**chosen)
     job = quantizer.Job(
         model_id=str(model),
         recipe=recipe,
