@@ -178,6 +178,7 @@ RUN --mount=type=bind,from=vllm-wheel,source=/workspace/dist,target=/dist \
     cp /dist/vllm-build.json /etc/vllm-arm-int4/vllm-wheel.json
 COPY pyproject.toml README.md /src/
 COPY quantize /src/quantize
+COPY recipes /src/recipes
 RUN set -eux; \
     pip install --no-cache-dir --no-deps --no-build-isolation /src; \
     python -c "import quantize, vllm, llmcompressor; print('stack ok')"

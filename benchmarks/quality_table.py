@@ -1,12 +1,13 @@
 """The quality table: what each method costs on a real model, every figure from one run of this script.
 
-For each variant (minmax/mse x channelwise/groupwise-32, gptq and imatrix groupwise-32) it runs the real CLI as a user
-would: `python -m quantize MODEL ...` (wall time and peak RSS from the checkpoint's manifest), then
-`python -m quantize eval DIR --reference MODEL` (perplexity through vLLM, top-1 agreement, KL). The bf16 row
-is the reference's own perplexity from the same evaluations.
+For each variant (minmax/mse x channelwise/groupwise-32; gptq, imatrix and the AWQ recipe at groupwise-32) it runs
+the real CLI as a user would: `python -m quantize MODEL ...` (wall time and peak RSS from the checkpoint's
+manifest), then `python -m quantize eval DIR --reference MODEL` (perplexity through vLLM, top-1 agreement, KL),
+and scores the same checkpoint on the PyTorch reference path (`benchmarks.weight_error.perplexity`: int4 weights
+dequantized, int8 per-token activations, float32). The bf16 rows are the source's own perplexities.
 
     python -m benchmarks.quality_table --model models/smollm2-135m --calibration models/wikipedia.jsonl \
-        --markdown docs/quality-table.md [--max-windows 4]
+        --markdown docs/quality-table.md [--max-windows 4] [--variants ...] [--reference-only]
 """
 
 from __future__ import annotations
@@ -19,23 +20,17 @@ import sys
 import time
 from pathlib import Path
 
+G32 = ["--scheme", "groupwise", "--groupsize", "32"]
+# 256 windows of 512 tokens: 131 k tokens, 85x the widest SmolLM2 layer's inputs (see quantizer.py)
+CALIBRATED = ["--calibration-samples", "256"]
 VARIANTS = {
     "minmax channelwise": ["--method", "minmax", "--scheme", "channelwise"],
-    "minmax g32": ["--method", "minmax", "--scheme", "groupwise", "--groupsize", "32"],
+    "minmax g32": ["--method", "minmax", *G32],
     "mse channelwise": ["--method", "mse", "--scheme", "channelwise"],
-    "mse g32": ["--method", "mse", "--scheme", "groupwise", "--groupsize", "32"],
-    # 256 windows of 512 tokens: 131 k tokens, 85x the widest SmolLM2 layer's inputs (see quantizer.py)
-    "gptq g32": ["--method", "gptq", "--scheme", "groupwise", "--groupsize", "32", "--calibration-samples", "256"],
-    "imatrix g32": [
-        "--method",
-        "imatrix",
-        "--scheme",
-        "groupwise",
-        "--groupsize",
-        "32",
-        "--calibration-samples",
-        "256",
-    ],
+    "mse g32": ["--method", "mse", *G32],
+    "gptq g32": ["--method", "gptq", *G32, *CALIBRATED],
+    "imatrix g32": ["--method", "imatrix", *G32, *CALIBRATED],
+    "awq g32 (recipes/awq-mse-g32.yaml)": ["--recipe", "recipes/awq-mse-g32.yaml", *CALIBRATED],
 }
 
 
@@ -46,40 +41,73 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def row(name: str, model: Path, out: Path, eval_args: list[str], calibration: str) -> dict:
-    target = out / name.replace(" ", "-")
-    calibrated = ["--calibration", calibration] if "gptq" in VARIANTS[name] else []
-    cli(str(model), *VARIANTS[name], *calibrated, "--output-dir", str(target), "--overwrite")
+def reference_perplexity(directory: Path | None, model: Path) -> float:
+    """Perplexity on the reference path of a checkpoint (None: of the source itself, float32)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from benchmarks.weight_error import TEXTS, perplexity
+    from quantize import corpus, reference
+
+    windows = corpus.token_windows(AutoTokenizer.from_pretrained(model), corpus.load_texts(TEXTS["eval"]), 512)
+    if directory is None:
+        return perplexity(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval(), windows)
+    return perplexity(reference.load_reference(directory), windows)
+
+
+def row(name: str, model: Path, out: Path, eval_args: list[str] | None, calibration: str) -> dict:
+    target = out / name.split(" (")[0].replace(" ", "-")
+    options = VARIANTS[name]
+    calibrated = ["--calibration", calibration] if "--calibration-samples" in options else []
+    cli(str(model), *options, *calibrated, "--output-dir", str(target), "--overwrite")
     info = json.loads((target / "quantization-manifest.json").read_text())
-    report = json.loads(cli("eval", str(target), "--reference", str(model), *eval_args).stdout)
+    metrics = {}
+    if eval_args is not None:
+        metrics = json.loads(cli("eval", str(target), "--reference", str(model), *eval_args).stdout)["metrics"]
     return {
         "variant": name,
         "engine": info["arguments"]["engine"],
         "quantize_s": info["timings_s"]["total"],
         "peak_rss_gib": info["peak_rss_bytes"] / 2**30,
-        **report["metrics"],
+        "reference_path_perplexity": reference_perplexity(target, model),
+        **metrics,
     }
 
 
-def markdown(model: Path, rows: list[dict], eval_args: list[str], calibration: str, seconds: float) -> str:
-    base = rows[0]
+def markdown(model: Path, rows: list[dict], bf16: float, eval_args: list[str] | None, calibration: str,
+             seconds: float) -> str:  # fmt: skip
+    vllm = eval_args is not None
+    base = rows[0].get("perplexity_reference", 0.0)
     lines = [
-        f"| {model.name} | perplexity | increase over bf16 | top-1 agreement | mean KL | quantize time | peak RSS |",
-        "|---|---|---|---|---|---|---|",
-        f"| bf16 (reference) | {base['perplexity_reference']:.2f} | | | | | |",
+        f"| {model.name} | vLLM perplexity | increase | top-1 agreement | mean KL | reference-path perplexity | "
+        "increase | quantize time | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| bf16 | {f'{base:.2f}' if vllm else ''} | | | | {bf16:.2f} | | | |",
     ]
     for r in rows:
-        lines.append(
-            f"| {r['variant']} | {r['perplexity_quantized']:.2f} | {r['perplexity_increase_pct']:+.1f}% | "
-            f"{100 * r['top1_agreement']:.1f}% | {r['mean_kl_divergence']:.3f} | {r['quantize_s']:.0f} s "
-            f"({r['engine']}) | {r['peak_rss_gib']:.2f} GiB |"
+        through_vllm = (
+            f"{r['perplexity_quantized']:.2f} | {r['perplexity_increase_pct']:+.1f}% | "
+            f"{100 * r['top1_agreement']:.1f}% | {r['mean_kl_divergence']:.3f}"
+            if vllm
+            else " | | | "
         )
+        ref = r["reference_path_perplexity"]
+        lines.append(
+            f"| {r['variant']} | {through_vllm} | {ref:.2f} | {100 * (ref / bf16 - 1):+.1f}% | "
+            f"{r['quantize_s']:.0f} s ({r['engine']}) | {r['peak_rss_gib']:.2f} GiB |"
+        )
+    scored = (
+        f"{rows[0]['tokens_scored']} tokens of the built-in evaluation corpus scored through vLLM "
+        f"(`python -m quantize eval {' '.join(eval_args)}`) and"
+        if vllm
+        else "Not scored through vLLM (--reference-only);"
+    )
     lines += [
         "",
-        f"{base['tokens_scored']} tokens of the built-in evaluation corpus scored through vLLM "
-        f"(`python -m quantize eval {' '.join(eval_args)}`), W4A8 dynamic (int8 per-token activations) for every "
-        f"quantized row; gptq calibrated on `{calibration}`; {platform.machine()}, {time.strftime('%Y-%m-%d')}, "
-        f"{seconds / 60:.0f} min for the table (`python -m benchmarks.quality_table`).",
+        f"{scored} every window of it on the PyTorch reference path (float32, int4 weights dequantized, int8 "
+        f"per-token activations). Calibrated rows (gptq, imatrix, awq) calibrated on `{calibration}`. "
+        f"{platform.machine()}, {time.strftime('%Y-%m-%d')}, {seconds / 60:.0f} min for the table "
+        f"(`python -m benchmarks.quality_table`).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -91,23 +119,25 @@ def main() -> None:
     parser.add_argument(
         "--calibration",
         default="builtin:calibration",
-        help="gptq's calibration text (quantize's "
-        "--calibration; make quality passes python -m benchmarks.fetch_wikipedia's articles)",
+        help="calibration text of the calibrated rows (quantize's --calibration; make quality passes "
+        "python -m benchmarks.fetch_wikipedia's articles)",
     )
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
     parser.add_argument("--max-windows", type=int, help="passed to eval: score only the first N windows")
+    parser.add_argument("--reference-only", action="store_true", help="skip vLLM (slow on x86_64): reference path")
     args = parser.parse_args()
     names = [v.strip() for v in args.variants.split(",")]
     if unknown := [n for n in names if n not in VARIANTS]:
         sys.exit(f"error: unknown variant(s) {unknown} (fix: choose from {', '.join(VARIANTS)})")
-    eval_args = ["--max-windows", str(args.max_windows)] if args.max_windows else []
+    eval_args = None if args.reference_only else ["--max-windows", str(args.max_windows)] if args.max_windows else []
     t0 = time.perf_counter()
+    bf16 = reference_perplexity(None, args.model)
     rows = []
     for name in names:
         rows.append(row(name, args.model, args.out, eval_args, args.calibration))
         print(json.dumps(rows[-1]), flush=True)
-    table = markdown(args.model, rows, eval_args, args.calibration, time.perf_counter() - t0)
+    table = markdown(args.model, rows, bf16, eval_args, args.calibration, time.perf_counter() - t0)
     print(table)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)

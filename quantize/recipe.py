@@ -103,10 +103,8 @@ class Recipe:
 
     def suffix(self) -> str:
         """`<method>-<scheme>[-g<N>]`, exactly as the seed builds it (plus a tag when experts are skipped)."""
-        if self.file:  # the file names the recipe: awq-gptq-groupwise-g32.yaml -> ...-w4a8dyn-awq-gptq-groupwise-g32
-            suffix = os.path.splitext(os.path.basename(self.file))[0]
-        else:
-            suffix = f"{self.method}-{self.scheme}"
+        # a recipe file names itself: awq-gptq-groupwise-g32.yaml -> ...-w4a8dyn-awq-gptq-groupwise-g32
+        suffix = os.path.splitext(os.path.basename(self.file))[0] if self.file else f"{self.method}-{self.scheme}"
         if self.scheme == "groupwise" and not self.file:
             suffix += f"-g{self.groupsize}"
         if self.skip_experts:

@@ -21,7 +21,7 @@ from .recipe import DEFAULT_GROUPSIZE, FILE_METHOD, Recipe
 from .validate import scheme_problem
 
 SERVABLE = (
-    "quantize to int4 symmetric channel/group weights with int8 dynamic per-token asymmetric activations "
+    "int4 symmetric channel/group weights with int8 dynamic per-token asymmetric activations "
     "(the config_groups of recipes/w4a8-mse-g32.yaml)"
 )
 
@@ -55,10 +55,12 @@ def load(path: str | Path, skip_experts: bool = False, extra_ignore: tuple[str, 
 def servable_weights(path: Path, schemes: list[dict]) -> dict:
     """The weights' arguments of the one scheme the file quantizes with, if vLLM can serve it."""
     if not schemes:
-        raise QuantizeError(f"--recipe {path} quantizes nothing (no quantizing modifier)", f"add one that will {SERVABLE}")
+        raise QuantizeError(
+            f"--recipe {path} quantizes nothing (no quantizing modifier)", f"add a QuantizationModifier with {SERVABLE}"
+        )
     for scheme in schemes:
         if problem := scheme_problem(scheme):
-            raise QuantizeError(f"--recipe {path} is not servable by vLLM on CPU: {problem}", f"make it {SERVABLE}")
+            raise QuantizeError(f"--recipe {path} is not servable by vLLM on CPU: {problem}", f"give it {SERVABLE}")
     distinct = {json.dumps(_format(s), sort_keys=True) for s in schemes}
     if len(distinct) > 1:
         raise QuantizeError(

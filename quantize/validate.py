@@ -81,7 +81,7 @@ def check_config(qc: dict) -> dict:
     if problem := scheme_problem(group):
         raise fail(f"quantization_config {problem}")
     if online := online_transforms(qc):
-        raise fail(f"quantization_config has online transforms ({', '.join(online)}), which vLLM's CPU build cannot run")
+        raise fail(f"quantization_config has online transforms ({', '.join(online)}), which vLLM on CPU cannot run")
     return group["weights"]
 
 

@@ -76,7 +76,7 @@ def test_cli_names_the_output_after_the_file(capsys, tiny_llama, tmp_path):
         (recipe_text(weights_extra=", observer: mse").replace("symmetric: true", "symmetric: false"),
          "weights.symmetric is False, the W4A8-dynamic recipe needs True"),
         (recipe_text("GPTQModifier", ", actorder: group"), "weights.actorder: Value error, actorder='group' has been"),
-        (recipe_text(weights_extra=", actorder: dynamic"), "QuantizationModifier config_groups.group_0.weights.actorder"),
+        (recipe_text(weights_extra=", actorder: dynamic"), "QuantizationModifier config_groups.group_0.weights"),
         ("default_stage:\n  default_modifiers:\n    QuantizationModifier: {scheme: W8A8, targets: [Linear]}\n",
          "weights.num_bits is 8, the W4A8-dynamic recipe needs 4"),
         ("default_stage:\n  default_modifiers:\n    QuantizationModifier: {scheme: W4A16, targets: [Linear]}\n",
@@ -88,7 +88,8 @@ def test_cli_names_the_output_after_the_file(capsys, tiny_llama, tmp_path):
         ("default_stage:\n  default_modifiers:\n    NoSuchModifier: {}\n", "is not an llmcompressor recipe"),
         ("just: [a, list\n", "is not an llmcompressor recipe"),
     ],
-    ids=["asymmetric", "gptq-actorder-group", "actorder-without-gptq", "w8a8", "w4a16", "two-schemes", "no-quantizer", "unknown-modifier", "yaml"],
+    ids=["asymmetric", "gptq-actorder-group", "actorder-without-gptq", "w8a8", "w4a16", "two-schemes",
+         "no-quantizer", "unknown-modifier", "yaml"],
 )  # fmt: skip
 def test_unservable_recipes_are_refused_before_loading(capsys, tiny_llama, tmp_path, text, message):
     recipe = write(tmp_path, "bad.yaml", text)
@@ -125,7 +126,8 @@ def test_online_rotations_are_refused_after_quantizing_and_nothing_is_left(tiny_
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda qc: qc["config_groups"]["group_0"]["weights"].update(actorder="dynamic"), "weights.actorder is 'dynamic'"),
+        (lambda qc: qc["config_groups"]["group_0"]["weights"].update(actorder="dynamic"),
+         "weights.actorder is 'dynamic'"),
         (lambda qc: qc.update(transform_config={"config_groups": {"u": {"type": "hadamard", "apply": [
             {"targets": ["Linear"], "location": "input"}]}}}), "online transforms (u)"),
     ],

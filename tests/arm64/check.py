@@ -2,7 +2,9 @@
 
 Run by `make test-arm64` (tests/arm64/run.sh) with an aarch64 Python: natively on an arm64 host, or inside
 the emulated environment of tests/arm64/emulated.sh on x86_64. For minmax channelwise and groupwise-32 it runs
-the real CLI (`python -m quantize`, `validate`, `smoke`) and checks that
+the real CLI (`python -m quantize`, `validate`, `smoke`), and likewise for the calibrated methods and recipe
+files (imatrix and gptq groupwise-32, and the MoE-safe AWQ recipe recipes/deepseek-v2-awq-mse-g32.yaml;
+`--variants` picks), and checks that
 
 - vLLM chose its Arm W4A8 MoE backend (the "Using CPU_INT4 W4A8 Int8 MoE backend" log line) and every MoE
   layer got CompressedTensorsW4A8Int8MoEMethod,
@@ -15,7 +17,7 @@ then that two faults are caught: the groupwise checkpoint with two experts swapp
 deliberately wrong recipe (an expert group size that does not divide the experts' intermediate size) is
 refused by vLLM, with vLLM's own error shown. Prints each step's time.
 
-    python tests/arm64/check.py [--work DIR] [--max-tokens N]
+    python tests/arm64/check.py [--work DIR] [--max-tokens N] [--variants NAME,...]
 
 The model is the test suite's committed tiny DeepSeek-V2 (tests/data/tiny-models/deepseek-v2), the same bytes on
 every machine.
@@ -42,7 +44,15 @@ from tests.tiny_models import fixture  # noqa: E402
 MOE_BACKEND_LINE = "Using CPU_INT4 W4A8 Int8 MoE backend"
 MOE_METHOD = "CompressedTensorsW4A8Int8MoEMethod"
 LINEAR_KERNEL = "Dynamic4bitLinearKernel"
-SCHEMES = {"channelwise": [], "groupwise-32": ["--groupsize", "32"]}
+CALIBRATION = ["--calibration-seq-len", "64"]  # builtin calibration text in short windows: quick under emulation
+VARIANTS = {  # name -> quantize options
+    "minmax-channelwise": ["--method", "minmax", "--scheme", "channelwise"],
+    "minmax-groupwise-32": ["--method", "minmax", "--scheme", "groupwise", "--groupsize", "32"],
+    "imatrix-groupwise-32": ["--method", "imatrix", "--scheme", "groupwise", *CALIBRATION],
+    "gptq-groupwise-32": ["--method", "gptq", "--scheme", "groupwise", *CALIBRATION],
+    "awq-recipe": ["--recipe", "recipes/deepseek-v2-awq-mse-g32.yaml", *CALIBRATION],
+}
+FAULTS_ON = "minmax-groupwise-32"  # the checkpoint the planted faults start from
 PROMPTS = ["The red fox", "one two three"]
 MOE = "model.layers.1.mlp"  # the tiny DeepSeek-V2's MoE block
 BAD_GROUP = 128  # divides hidden_size 256, not the experts' intermediate size 192 (tests/tiny_models.py)
@@ -133,7 +143,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TEST_ARM64_WORK", "/tmp/test-arm64")))
     parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from %(default)s")
     args = parser.parse_args()
+    variants = args.variants.split(",")
+    if unknown := sorted(set(variants) - set(VARIANTS)):
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    if FAULTS_ON not in variants:
+        variants.insert(0, FAULTS_ON)
     if platform.machine() not in ("aarch64", "arm64"):
         print("test-arm64: error: needs an aarch64 Python (fix: make test-arm64, which prepares one)", file=sys.stderr)
         return 2
@@ -148,32 +164,26 @@ def main() -> int:
         model = fixture("deepseek_v2")
         prompts = [a for p in PROMPTS for a in ("--prompt", p)]
         outputs = {}
-        for scheme, extra in SCHEMES.items():
-            out = args.work / f"out-{scheme}"
-            kind = scheme.split("-")[0]
-            step(
-                f"quantize minmax {scheme}",
-                quantize_cli(
-                    str(model), "--method", "minmax", "--scheme", kind, *extra, "--output-dir", str(out), "--overwrite"
-                ),
-            )
-            step(f"validate {scheme}", quantize_cli("validate", str(out)))
+        for name in variants:
+            out = args.work / f"out-{name}"
+            step(f"quantize {name}", quantize_cli(str(model), *VARIANTS[name], "--output-dir", str(out), "--overwrite"))
+            step(f"validate {name}", quantize_cli("validate", str(out)))
             result = step(
-                f"smoke --reference {scheme}",
+                f"smoke --reference {name}",
                 quantize_cli(
                     "smoke", str(out), "--reference", "--eager", "--max-tokens", str(args.max_tokens), *prompts
                 ),
             )
-            check_smoke(scheme, result)
-            outputs[scheme] = out
-        swapped = faults.plant(outputs["groupwise-32"], args.work / "out-swapped-experts", faults.swap_experts(MOE))
+            check_smoke(name, result)
+            outputs[name] = out
+        swapped = faults.plant(outputs[FAULTS_ON], args.work / "out-swapped-experts", faults.swap_experts(MOE))
         result = step(
             "smoke --reference, experts 1 and 2 swapped (must fail)",
             quantize_cli(
                 "smoke",
                 str(swapped),
                 "--reference",
-                str(outputs["groupwise-32"]),
+                str(outputs[FAULTS_ON]),
                 "--eager",
                 "--max-tokens",
                 str(args.max_tokens),
@@ -186,7 +196,7 @@ def main() -> int:
         if caught["passed"] or caught["logprobs"]["passed"]:
             raise CheckFailed(f"swapped experts were not caught by the next-token check: {caught['verdict']}")
         bad = args.work / "out-bad-recipe"
-        plant_bad_recipe(outputs["groupwise-32"], bad)
+        plant_bad_recipe(outputs[FAULTS_ON], bad)
         result = step(
             f"smoke, experts group size {BAD_GROUP} (must fail)",
             quantize_cli("smoke", str(bad), "--eager", "--max-tokens", "1", *prompts[:2]),
