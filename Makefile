@@ -9,7 +9,8 @@ dockerfile_arg = $(shell sed -n 's/^ARG $(1)=//p' Dockerfile | head -n 1)
 
 #:@ Quantize
 MODEL           ?=#: Hub id or local directory (quantize, eval, bench)
-METHOD          ?= mse#: weight observer: minmax | mse | gptq
+METHOD          ?= mse#: minmax | mse (the seed's) | gptq | imatrix (calibrated; docs/quality.md)
+RECIPE          ?=#: an llmcompressor recipe file instead of METHOD/SCHEME/GROUPSIZE, e.g. recipes/awq-mse-g32.yaml
 SCHEME          ?= channelwise#: channelwise | groupwise
 GROUPSIZE       ?= 32#: group size for SCHEME=groupwise
 OUT             ?= out#: where outputs go (never deleted by any target)
@@ -74,10 +75,12 @@ MODEL_DIR := $(if $(wildcard $(MODEL)/config.json),$(abspath $(MODEL)))
 DOCKER_RUN = mkdir -p $(OUT) $(HF_CACHE) && $(DOCKER) run --rm --user $$(id -u):$$(id -g) \
   --shm-size $(SHM_SIZE) --cap-add SYS_NICE -e HF_TOKEN -e HF_HUB_OFFLINE -e HOME=/tmp \
   -v $(abspath $(OUT)):/out -v $(HF_CACHE):/home/app/.cache/huggingface \
-  $(if $(MODEL_DIR),-v $(MODEL_DIR):/models/$(notdir $(MODEL_DIR)):ro)
+  $(if $(MODEL_DIR),-v $(MODEL_DIR):/models/$(notdir $(MODEL_DIR)):ro) \
+  $(if $(RECIPE),-v $(abspath $(RECIPE)):/recipes/$(notdir $(RECIPE)):ro)
 ifeq ($(RUNNER),docker)
 QUANTIZE_CMD = $(DOCKER_RUN) $(IMAGE)
 QUANTIZE_MODEL = $(if $(MODEL_DIR),/models/$(notdir $(MODEL_DIR)),$(MODEL))
+QUANTIZE_RECIPE = /recipes/$(notdir $(RECIPE))
 OUT_PATH = /out
 RUN_DEPS =
 SERVE_START = DOCKER=$(DOCKER) SERVE_TIMEOUT=$(SERVE_TIMEOUT) \
@@ -87,6 +90,7 @@ SERVE_STOP = DOCKER=$(DOCKER) docker/serve.sh stop $(SERVE_NAME)
 else ifeq ($(RUNNER),host)
 QUANTIZE_CMD = $(PY) -m quantize
 QUANTIZE_MODEL = $(MODEL)
+QUANTIZE_RECIPE = $(RECIPE)
 OUT_PATH = $(OUT)
 RUN_DEPS = $(STAMP)
 SERVE_START = $(PY) -m quantize serve --detach --log $(OUT)/serve.log --ready-timeout $(SERVE_TIMEOUT) --port $(PORT)
@@ -101,9 +105,10 @@ need = @[[ -n "$($(1))" ]] || { echo "$(1) is required, e.g. $(2)" >&2; exit 2; 
 ##@ Quantize
 
 .PHONY: quantize
-quantize: $(RUN_DEPS) ## Quantize MODEL (Hub id or directory) into OUT/ (METHOD, SCHEME, GROUPSIZE, RUNNER)
+quantize: $(RUN_DEPS) ## Quantize MODEL (Hub id or directory) into OUT/ (METHOD, SCHEME, GROUPSIZE or RECIPE; RUNNER)
 	$(call need,MODEL,make quantize MODEL=deepseek-ai/DeepSeek-V2-Lite)
-	$(QUANTIZE_CMD) "$(QUANTIZE_MODEL)" --method $(METHOD) --scheme $(SCHEME) --groupsize $(GROUPSIZE) \
+	$(QUANTIZE_CMD) "$(QUANTIZE_MODEL)" \
+	  $(if $(RECIPE),--recipe "$(QUANTIZE_RECIPE)",--method $(METHOD) --scheme $(SCHEME) --groupsize $(GROUPSIZE)) \
 	  --output-root $(OUT_PATH) $(QUANTIZE_ARGS)
 
 .PHONY: validate

@@ -73,3 +73,12 @@ def test_runner_is_explicit():
     assert result.returncode == 2
     assert "RUNNER=podman is not a runner (fix: RUNNER=host or RUNNER=docker)" in result.stderr
     assert "docker run" in make("-n", "quantize", "MODEL=m", "RUNNER=docker").stdout
+
+
+def test_recipe_replaces_method_scheme_and_groupsize():
+    host = make("-n", "quantize", "MODEL=m", "RECIPE=recipes/awq-mse-g32.yaml").stdout
+    assert '--recipe "recipes/awq-mse-g32.yaml"' in host and "--method" not in host and "--scheme" not in host
+    docker = make("-n", "quantize", "MODEL=m", "RECIPE=recipes/awq-mse-g32.yaml", "RUNNER=docker").stdout
+    mount = f"-v {ROOT / 'recipes' / 'awq-mse-g32.yaml'}:/recipes/awq-mse-g32.yaml:ro"
+    assert mount in docker and '--recipe "/recipes/awq-mse-g32.yaml"' in docker
+    assert "--method mse --scheme channelwise --groupsize 32" in make("-n", "quantize", "MODEL=m").stdout
