@@ -13,6 +13,8 @@ Differences from the seed, all deliberate:
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -221,15 +223,22 @@ def _calibration(work: _Work, model, tokenizer) -> dict:
 
 
 def calibration_dataset(job: Job, tokenizer):
-    """Calibration text as a tokenized `datasets.Dataset` (llmcompressor skips its own tokenization then)."""
-    from datasets import Dataset
+    """Calibration text as a tokenized `datasets.Dataset` (llmcompressor skips its own tokenization then).
+
+    Built with a fingerprint of its own, the sha256 of the token windows: `Dataset.from_dict` would have datasets
+    hash the table with dill, which fails on some hosts (Debian's Python 3.11.2 on aarch64, under `make
+    test-arm64`: "Can't pickle <class 'MonthDayNano'>")."""
+    from datasets import Dataset, DatasetInfo, Features
+    from datasets.table import InMemoryTable
 
     from . import corpus
 
     windows = corpus.token_windows(
         tokenizer, corpus.load_texts(job.calibration), job.calibration_seq_len, job.calibration_samples
     )
-    return Dataset.from_dict({"input_ids": windows, "attention_mask": [[1] * len(w) for w in windows]})
+    table = InMemoryTable.from_pydict({"input_ids": windows, "attention_mask": [[1] * len(w) for w in windows]})
+    info = DatasetInfo(features=Features.from_arrow_schema(table.schema))
+    return Dataset(table, info=info, fingerprint=hashlib.sha256(json.dumps(windows).encode()).hexdigest()[:32])
 
 
 def widest_input(model, recipe: Recipe) -> int:
