@@ -3,7 +3,7 @@
 #   - on an arm64 host: natively, in .venv (make venv), e.g. on GitHub's ubuntu-24.04-arm runners;
 #   - on an x86_64 host: inside the QEMU-emulated Debian arm64 environment of tests/arm64/emulated.sh
 #     (root needed; the first run prepares it in about 7 minutes, cached in $ARM64_CACHE after that).
-# Not part of .ci/run: under emulation the check itself takes about 17 minutes (docs/testing.md).
+# Not part of .ci/run: under emulation the check itself takes about 45 minutes (docs/testing.md).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 t0=$SECONDS
