@@ -102,7 +102,8 @@ class Recipe:
         return patterns
 
     def suffix(self) -> str:
-        """`<method>-<scheme>[-g<N>]`, exactly as the seed builds it (plus a tag when experts are skipped)."""
+        """`<method>-<scheme>[-g<N>]`, exactly as the seed builds it, or a recipe file's name without `.yaml` (plus a
+        tag when experts are skipped)."""
         # a recipe file names itself: awq-gptq-groupwise-g32.yaml -> ...-w4a8dyn-awq-gptq-groupwise-g32
         suffix = os.path.splitext(os.path.basename(self.file))[0] if self.file else f"{self.method}-{self.scheme}"
         if self.scheme == "groupwise" and not self.file:
@@ -168,7 +169,7 @@ class Recipe:
     def yaml(self) -> str:
         """The modifier as an llmcompressor recipe file: `oneshot(model=..., recipe="recipe.yaml")` applies it.
         A recipe file is kept as the user wrote it (llmcompressor cannot read back every recipe it writes: AWQ's
-        defaults serialize as Python objects); quantize adds only the router ignores to it."""
+        defaults serialize as Python objects); `modifiers()` adds the router ignores when applying it."""
         if self.file:
             return self.file_text
         from llmcompressor.recipe import Recipe as LlmcompressorRecipe
