@@ -22,12 +22,12 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from benchmarks.bench_stream import ROOT, make_synthetic
+from benchmarks.quality_table import cli
 
 V2_LITE_MOE_LAYERS = 26  # of 27: layer 0 is dense (first_k_dense_replace 1)
 TARGET_VCPUS = 16
@@ -35,7 +35,7 @@ METHODS = {
     "mse": ["--method", "mse", "--scheme", "groupwise"],
     "imatrix": ["--method", "imatrix", "--scheme", "groupwise"],
     "gptq": ["--method", "gptq", "--scheme", "groupwise"],
-    "awq": ["--recipe", "recipes/deepseek-v2-awq-mse-g32.yaml"],
+    "awq": ["--recipe", str(ROOT / "recipes" / "deepseek-v2-awq-mse-g32.yaml")],
 }
 CALIBRATED = ("imatrix", "gptq", "awq")
 
@@ -44,9 +44,7 @@ def run(src: Path, method: str, out: Path, samples: int) -> dict:
     args = [str(src), *METHODS[method], "--output-dir", str(out), "--overwrite"]
     if method in CALIBRATED:
         args += ["--calibration-samples", str(samples)]
-    result = subprocess.run([sys.executable, "-m", "quantize", *args], cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"error: python -m quantize {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    cli(*args)
     info = json.loads((out / "quantization-manifest.json").read_text())
     shutil.rmtree(out)
     calibration = info["arguments"].get("calibration") or {}

@@ -20,7 +20,6 @@ import argparse
 import json
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from benchmarks.quality_table import cli
 from benchmarks.weight_error import TEXTS, perplexity
 from quantize import corpus, reference
 
@@ -84,10 +84,7 @@ def quantize(source: Path, method: str, target: Path, calibration: str, samples:
     args = [str(source), *METHOD_ARGS[method], "--scheme", "groupwise", "--groupsize", str(BLOCK)]
     if method in ("gptq", "imatrix"):
         args += ["--calibration", calibration, "--calibration-samples", str(samples)]
-    command = [sys.executable, "-m", "quantize", *args, "--output-dir", str(target), "--overwrite"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"error: {' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    cli(*args, "--output-dir", str(target), "--overwrite")
     manifest = json.loads((target / "quantization-manifest.json").read_text())
     return {"seconds": manifest["timings_s"]["total"], "peak_rss_gib": manifest["peak_rss_bytes"] / 2**30}
 
