@@ -162,14 +162,28 @@ unpack() {
   echo "export VLLM_SRC=$src"
 }
 
+# march COMPILE_COMMANDS: the -march flags vLLM's own sources (csrc/) were compiled with, as a JSON list.
+march() {
+  python3 -c 'import json, re, sys
+flags = {f for e in json.load(open(sys.argv[1])) if "/csrc/" in e["file"]
+         for f in re.findall(r"-march=\S+", e.get("command") or " ".join(e["arguments"]))}
+print(json.dumps(sorted(flags)))' "$1"
+}
+
 # record WHEEL: what the wheel was built from, as JSON (the image keeps it; quantize's manifest copies it).
+# CXX names the compiler (default g++); COMPILE_COMMANDS, cmake's compile_commands.json, adds the -march flags.
 record() {
-  local wheel=$1 onednn_sha=${ONEDNN_SHA256_USED:-$ONEDNN_SHA256} acl_fields=""
-  [[ $ARCH == arm64 ]] && acl_fields=", \"acl\": \"$ACL_VERSION\", \"acl_sha256\": \"${ACL_SHA256_USED:-$ACL_SHA256}\", \"arm_isa\": \"$VLLM_ARM_ISA\""
-  printf '{"source": "built from source", "arch": "%s", "vllm_version": "%s", "sdist_sha256": "%s", "patch_sha256": "%s", "onednn": "%s", "onednn_sha256": "%s"%s, "compiler": "%s", "offline": %s, "wheel": "%s", "wheel_sha256": "%s"}\n' \
+  local wheel=$1 onednn_sha=${ONEDNN_SHA256_USED:-$ONEDNN_SHA256} acl_fields="" march_field=""
+  if [[ $ARCH == arm64 && ${VLLM_CPU_ACL:-} == 0 ]]; then
+    acl_fields=", \"acl\": \"off\", \"arm_isa\": \"$VLLM_ARM_ISA\""
+  elif [[ $ARCH == arm64 ]]; then
+    acl_fields=", \"acl\": \"$ACL_VERSION\", \"acl_sha256\": \"${ACL_SHA256_USED:-$ACL_SHA256}\", \"arm_isa\": \"$VLLM_ARM_ISA\""
+  fi
+  [[ -f ${COMPILE_COMMANDS:-} ]] && march_field=", \"march\": $(march "$COMPILE_COMMANDS")"
+  printf '{"source": "built from source", "arch": "%s", "vllm_version": "%s", "sdist_sha256": "%s", "patch_sha256": "%s", "onednn": "%s", "onednn_sha256": "%s"%s, "compiler": "%s"%s, "offline": %s, "wheel": "%s", "wheel_sha256": "%s"}\n' \
     "$ARCH" "$VLLM_VERSION" "$VLLM_SDIST_SHA256" "$(sha256sum "$VLLM_PATCH" | cut -d' ' -f1)" \
-    "$ONEDNN_REF" "$onednn_sha" "$acl_fields" "$(g++ --version | head -n 1)" "$([[ ${OFFLINE:-} == 1 ]] && echo true || echo false)" \
-    "$(basename "$wheel")" "$(sha256sum "$wheel" | cut -d' ' -f1)"
+    "$ONEDNN_REF" "$onednn_sha" "$acl_fields" "$("${CXX:-g++}" --version | head -n 1)" "$march_field" \
+    "$([[ ${OFFLINE:-} == 1 ]] && echo true || echo false)" "$(basename "$wheel")" "$(sha256sum "$wheel" | cut -d' ' -f1)"
 }
 
 read -r -a PIP <<<"${PIP:-python3 -m pip}"

@@ -24,7 +24,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import card, checkpoint, manifest, source, vllm_engine
+from . import card, manifest, source, vllm_engine
 from .errors import QuantizeError
 from .host import X86_NOTE, cpu_model, is_arm
 
@@ -65,12 +65,14 @@ def _timed(llm, prompts, max_tokens: int) -> float:
     return time.perf_counter() - t0
 
 
-def measure(directory: Path, input_len: int, output_len: int, batch_sizes, repeats: int, eager: bool) -> dict:
+def measure(
+    directory: Path, input_len: int, output_len: int, batch_sizes, repeats: int, eager: bool, dtype: str = "auto"
+) -> dict:
     from transformers import AutoConfig
 
     vocab = AutoConfig.from_pretrained(directory).get_text_config().vocab_size
     llm, load_seconds = vllm_engine.load(
-        directory, max_model_len=input_len + output_len, eager=eager, max_num_seqs=max(batch_sizes)
+        directory, max_model_len=input_len + output_len, eager=eager, dtype=dtype, max_num_seqs=max(batch_sizes)
     )
     try:
         _timed(llm, synthetic_prompts(vocab, 1, input_len, seed=99), 2)  # warm-up
@@ -100,7 +102,8 @@ def markdown(report: dict) -> str:
         "",
         f"{report['machine']['cpu_model']}, {report['machine']['cpus_allowed']} CPUs allowed "
         f"({report['machine']['cpu_count']} online), {report['machine']['torch_threads']} torch threads, "
-        f"binding {report['machine']['vllm_cpu_omp_threads_bind']}; vLLM {report['vllm_version']}, "
+        f"binding {report['machine']['vllm_cpu_omp_threads_bind']}; vLLM {report['vllm_version']} in "
+        f"{report['dtype']['dtype']}, "
         f"{report['date']}. Input {report['input_len']} tokens, output {report['output_len']} tokens, "
         f"median of {report['repeats']} runs.",
         "",
@@ -161,11 +164,12 @@ def run(
     repeats: int = DEFAULT_REPEATS,
     report_dir: str | Path | None = None,
     eager: bool = False,
+    dtype: str = "auto",
 ) -> dict:
     from vllm import __version__ as vllm_version
 
     directory = Path(directory)
-    checkpoint.read_config(directory)
+    vllm_dtype = vllm_engine.resolve_dtype(directory, dtype)  # both models run in it
     if input_len < 1 or output_len < 2 or repeats < 1 or not batch_sizes or min(batch_sizes) < 1:
         raise QuantizeError(
             "bench needs --input-len >= 1, --output-len >= 2, --repeats >= 1 and positive batch sizes",
@@ -178,7 +182,7 @@ def run(
         targets.insert(0, ("reference", source.resolve(reference).path))
     models = []
     for label, path in targets:
-        result = measure(path, input_len, output_len, tuple(batch_sizes), repeats, eager)
+        result = measure(path, input_len, output_len, tuple(batch_sizes), repeats, eager, vllm_dtype["dtype"])
         models.append({"label": f"{label}: {Path(path).name}", **result})
     report = {
         "input_len": input_len,
@@ -186,6 +190,7 @@ def run(
         "repeats": repeats,
         "models": models,
         "machine": machine_info(),
+        "dtype": vllm_dtype,
         "vllm_version": vllm_version,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -94,6 +94,13 @@ def _checkpoint_parser(command: str, description: str, *, engine: bool) -> argpa
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     if engine:
         p.add_argument("--eager", action="store_true", help="skip torch.compile (starts faster, runs slower)")
+        p.add_argument(
+            "--dtype",
+            choices=list(DTYPES),
+            default="auto",
+            help="what vLLM computes in; auto: vLLM's choice (bfloat16), float32 on CPUs without bf16 "
+            "(Graviton2, Ampere Altra)",
+        )
     return p
 
 

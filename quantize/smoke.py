@@ -15,7 +15,7 @@ from pathlib import Path
 from . import checkpoint
 from .errors import QuantizeError
 from .host import MOE_ARM_ONLY, X86_NOTE, cpu_model, is_arm
-from .vllm_engine import close, load
+from .vllm_engine import close, load, resolve_dtype
 
 DEFAULT_PROMPTS = [
     "The capital of France is",
@@ -130,11 +130,13 @@ def run(
     reference: str | None = None,
     eager: bool = False,
     layers_only: bool = False,
+    dtype: str = "auto",
 ) -> dict:
     directory = Path(directory)
     check_runnable(directory)
+    vllm_dtype = resolve_dtype(directory, dtype)
     prompts = prompts or DEFAULT_PROMPTS
-    llm, load_seconds = load(directory, eager=eager)
+    llm, load_seconds = load(directory, eager=eager, dtype=vllm_dtype["dtype"])
     summary = summarize(llm.apply_model(describe_layers)[0])
     check_w4a8(summary, directory)
     results, gen_seconds = generate(llm, prompts, max_tokens)
@@ -151,6 +153,7 @@ def run(
         "model": str(directory),
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        "dtype": vllm_dtype,
         "load_seconds": round(load_seconds, 2),
         "generate_seconds": round(gen_seconds, 3),
         "generated_tokens": generated,

