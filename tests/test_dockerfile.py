@@ -47,7 +47,21 @@ def stages(dockerfile: DockerfileParser) -> list[str]:
 
 
 def test_stages_by_role_with_runtime_last(dockerfile):
-    assert stages(dockerfile) == ["base", "vllm-build", "vllm-file", "vllm-wheel", "stack", "test", "runtime"]
+    assert stages(dockerfile) == [
+        "base",
+        "vllm-build",
+        "vllm-cross",
+        "vllm-file",
+        "vllm-wheel",
+        "stack",
+        "test",
+        "runtime",
+    ]
+
+
+def test_cross_stage_runs_on_the_build_platform(dockerfile):
+    froms = [i["value"] for i in dockerfile.structure if i["instruction"] == "FROM"]
+    assert "--platform=$BUILDPLATFORM ${BASE_IMAGE} AS vllm-cross" in froms
 
 
 def test_version_args_match_the_locks(dockerfile):

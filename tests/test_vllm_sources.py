@@ -150,3 +150,65 @@ def test_an_arm_isa_on_amd64_is_refused(deps, tmp_path):
     result = unpack(folder, tmp_path / "work", env, VLLM_ARM_ISA="bf16-i8mm")
     assert result.returncode == 1
     assert "VLLM_ARM_ISA=bf16-i8mm is an Arm ISA; amd64 builds take none (fix: drop it)" in result.stderr
+
+
+def test_record_names_the_compiler_and_the_march_of_vllms_own_sources(deps, tmp_path):
+    """The wheel's provenance (vllm-build.json) says which -march vLLM's csrc/ got: the proof that an N1 build
+    carries neither +bf16 nor +i8mm. oneDNN's own files (not csrc/) do not count."""
+    import json
+
+    folder, env = deps
+    wheel = tmp_path / "vllm-9.9.9-cp38-abi3-linux_aarch64.whl"
+    wheel.write_bytes(b"stand-in")
+    commands = tmp_path / "compile_commands.json"
+    entry = {
+        "directory": "/b",
+        "file": "/s/csrc/cpu/activation.cpp",
+        "command": "g++ -march=armv8.2-a+dotprod+fp16 -c x",
+    }
+    onednn = {"directory": "/b", "file": "/s/oneDNN/src/x.cpp", "arguments": ["g++", "-march=armv8.6-a+bf16", "-c"]}
+    commands.write_text(json.dumps([entry, onednn]))
+    result = subprocess.run(
+        ["bash", str(SCRIPT), "record", str(wheel)],
+        env={
+            "PATH": "/usr/bin:/bin",
+            **env,
+            "ARCH": "arm64",
+            "VLLM_CPU_ACL": "0",
+            "CXX": "g++",
+            "COMPILE_COMMANDS": str(commands),
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["march"] == ["-march=armv8.2-a+dotprod+fp16"]
+    assert record["acl"] == "off" and record["arm_isa"] == "neoverse-n1"
+    assert record["compiler"].startswith("g++")
+    assert record["wheel"] == wheel.name
+
+
+CROSS = ROOT / "docker" / "vllm-cross.sh"
+
+
+@pytest.mark.parametrize(
+    "args,env,error",
+    [
+        (
+            ["build", "deps", "work", "dist"],
+            {"ACL": "on"},
+            "vllm-cross: error: ACL=on cannot be cross-compiled (ACL's build ignores the toolchain) "
+            "(fix: ACL=off, or build natively on arm64)",
+        ),
+        (["build", "deps"], {}, f"vllm-cross: error: usage: {CROSS} build DEPS WORK DIST"),
+        (["compile"], {}, f"vllm-cross: error: usage: {CROSS} packages | build DEPS WORK DIST | host DEPS WORK DIST"),
+    ],
+)
+def test_cross_build_refuses_what_it_cannot_do(tmp_path, args, env, error):
+    result = subprocess.run(
+        ["bash", str(CROSS), *args], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == error
+    assert not (tmp_path / "work").exists()

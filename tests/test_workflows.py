@@ -82,6 +82,7 @@ def test_checks_catch_planted_violations():
         "job lint: action actions/checkout@v4 is not pinned by commit SHA",
         "job lint: run step calls make no-such-target, which the Makefile does not define",
         "job test: no permissions (set them at the top or per job)",
+        "job test-arm64-n1: no permissions (set them at the top or per job)",
     ]
 
 

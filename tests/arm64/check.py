@@ -1,16 +1,21 @@
 """The headline path on Arm kernels: a tiny DeepSeek-V2 (MLA + MoE) quantized W4A8, validated, and run by vLLM.
 
 Run by `make test-arm64` (tests/arm64/run.sh) with an aarch64 Python: natively on an arm64 host, or inside
-the emulated environment of tests/arm64/emulated.sh on x86_64. For minmax channelwise and groupwise-32 it runs
-the real CLI (`python -m quantize`, `validate`, `smoke`), and likewise for the calibrated methods and recipe
-files (imatrix and gptq groupwise-32, and the MoE-safe AWQ recipe recipes/deepseek-v2-awq-mse-g32.yaml;
-`--variants` picks), and checks that
+the emulated environment of tests/arm64/emulated.sh on x86_64 (ARM64_CPU: QEMU's CPU). For minmax channelwise
+and groupwise-32 it runs the real CLI (`python -m quantize`, `validate`, `smoke`), and likewise for the
+calibrated methods and recipe files (imatrix and gptq groupwise-32, and the MoE-safe AWQ recipe
+recipes/deepseek-v2-awq-mse-g32.yaml), and for the tiny Llama channelwise and groupwise-32 (`--variants`
+picks), and checks that
 
 - vLLM chose its Arm W4A8 MoE backend (the "Using CPU_INT4 W4A8 Int8 MoE backend" log line) and every MoE
   layer got CompressedTensorsW4A8Int8MoEMethod,
 - the quantized Linear layers run on the W4A8 linear kernel (Dynamic4bitLinearKernel),
 - `smoke --reference` passes: every W4A8 Linear, run by vLLM's Arm kernel, matches the checkpoint's dequantized
   weights, and vLLM's next-token distributions match the float32 PyTorch reference (quantize/reference.py),
+- vLLM ran in the dtype this CPU can run (float32 without bf16: Neoverse N1, known here from the emulated CPU's
+  name or /proc/cpuinfo, not from the code under test), and on such a CPU `smoke --dtype bfloat16` of a
+  channelwise checkpoint is refused before vLLM starts,
+- `serve` answers a completion (the first groupwise DeepSeek-V2 checkpoint),
 
 then that two faults are caught: the groupwise checkpoint with two experts swapped (tests/faults.py) must fail
 `smoke --reference` against the good one (the experts are checked end to end only), and a checkpoint with a
@@ -19,7 +24,7 @@ refused by vLLM, with vLLM's own error shown. Prints each step's time.
 
     python tests/arm64/check.py [--work DIR] [--max-tokens N] [--variants NAME,...]
 
-The model is the test suite's committed tiny DeepSeek-V2 (tests/data/tiny-models/deepseek-v2), the same bytes on
+The models are the test suite's committed tiny DeepSeek-V2 and Llama (tests/data/tiny-models/), the same bytes on
 every machine.
 """
 
@@ -34,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,14 +51,20 @@ MOE_BACKEND_LINE = "Using CPU_INT4 W4A8 Int8 MoE backend"
 MOE_METHOD = "CompressedTensorsW4A8Int8MoEMethod"
 LINEAR_KERNEL = "Dynamic4bitLinearKernel"
 CALIBRATION = ["--calibration-seq-len", "64", "--calibration-samples", "8"]  # 512 tokens: minutes under emulation
-VARIANTS = {  # name -> quantize options
-    "minmax-channelwise": ["--method", "minmax", "--scheme", "channelwise"],
-    "minmax-groupwise-32": ["--method", "minmax", "--scheme", "groupwise", "--groupsize", "32"],
-    "imatrix-groupwise-32": ["--method", "imatrix", "--scheme", "groupwise", *CALIBRATION],
-    "gptq-groupwise-32": ["--method", "gptq", "--scheme", "groupwise", *CALIBRATION],
-    "awq-recipe": ["--recipe", "recipes/deepseek-v2-awq-mse-g32.yaml", *CALIBRATION],
+MINMAX_CW = ["--method", "minmax", "--scheme", "channelwise"]
+MINMAX_G32 = ["--method", "minmax", "--scheme", "groupwise", "--groupsize", "32"]
+VARIANTS = {  # name -> (tiny model, quantize options)
+    "minmax-channelwise": ("deepseek_v2", MINMAX_CW),
+    "minmax-groupwise-32": ("deepseek_v2", MINMAX_G32),
+    "imatrix-groupwise-32": ("deepseek_v2", ["--method", "imatrix", "--scheme", "groupwise", *CALIBRATION]),
+    "gptq-groupwise-32": ("deepseek_v2", ["--method", "gptq", "--scheme", "groupwise", *CALIBRATION]),
+    "awq-recipe": ("deepseek_v2", ["--recipe", "recipes/deepseek-v2-awq-mse-g32.yaml", *CALIBRATION]),
+    "llama-minmax-channelwise": ("llama", MINMAX_CW),
+    "llama-minmax-groupwise-32": ("llama", MINMAX_G32),
 }
-FAULTS_ON = "minmax-groupwise-32"  # the checkpoint the planted faults start from
+FAULTS_ON = "minmax-groupwise-32"  # the checkpoint the planted faults start from, and the one served
+# QEMU CPUs without FEAT_BF16 (the ones this recipe meets: Neoverse N1 = Graviton2, Ampere Altra)
+NO_BF16_CPUS = ("neoverse-n1", "cortex-a76", "cortex-a72", "cortex-a57", "cortex-a53", "a64fx")
 PROMPTS = ["The red fox", "one two three"]
 MOE = "model.layers.1.mlp"  # the tiny DeepSeek-V2's MoE block
 BAD_GROUP = 128  # divides hidden_size 256, not the experts' intermediate size 192 (tests/tiny_models.py)
@@ -84,15 +96,27 @@ def quantize_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "quantize", *args]
 
 
+def cpu_has_bf16() -> bool:
+    """Told by the emulated CPU's name (TEST_ARM64_CPU, QEMU's -cpu) or, natively, by /proc/cpuinfo's Features;
+    the package reads HWCAP2 instead, so this is an independent answer."""
+    cpu = os.environ.get("TEST_ARM64_CPU")
+    if cpu:
+        return cpu.split(",")[0] not in NO_BF16_CPUS
+    features = [ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("Features")]
+    return bool(features) and "bf16" in features[0].split(":", 1)[1].split()
+
+
 def check_smoke(name: str, result: subprocess.CompletedProcess) -> None:
     report = json.loads(result.stdout)
     layers, agreement = report["layers"], report["agreement"]
+    moe = VARIANTS[name][0] == "deepseek_v2"
     backend = [line for line in result.stderr.splitlines() if MOE_BACKEND_LINE in line]
     found = {
         "moe backend log line": backend[0].split("] ", 1)[-1] if backend else None,
         "moe methods": layers["moe_methods"],
         "moe layers": layers["moe_layers"],
         "w4a8 linear layers": layers["w4a8_linear_layers"],
+        "dtype": report["dtype"],
         "linear kernels": layers["linear_kernels"],
         "reference check": agreement["verdict"],
         "worst layer": f"{agreement['layers']['worst_layer']}: {agreement['layers']['value']}",
@@ -103,10 +127,13 @@ def check_smoke(name: str, result: subprocess.CompletedProcess) -> None:
     for key, value in found.items():
         print(f"    {key}: {value}")
     problems = []
-    if not backend:
+    if moe and not backend:
         problems.append(f"no '{MOE_BACKEND_LINE}' line in vLLM's log")
-    if layers["moe_methods"] != [MOE_METHOD] or layers["moe_layers"] < 1:
+    if moe and (layers["moe_methods"] != [MOE_METHOD] or layers["moe_layers"] < 1):
         problems.append(f"MoE layers use {layers['moe_methods']}, expected [{MOE_METHOD}]")
+    expected_dtype = "auto" if cpu_has_bf16() else "float32"
+    if report["dtype"]["dtype"] != expected_dtype:
+        problems.append(f"vLLM ran in {report['dtype']['dtype']}, expected {expected_dtype} on this CPU")
     if LINEAR_KERNEL not in layers["linear_kernels"] or layers["other_quantized_linear_layers"]:
         problems.append(f"linear kernels {layers['linear_kernels']}, expected {LINEAR_KERNEL} for every layer")
     if not agreement["passed"]:
@@ -131,6 +158,39 @@ def plant_bad_recipe(good: Path, bad: Path) -> None:
     experts["weights"]["group_size"] = BAD_GROUP
     groups["experts"] = experts
     (bad / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def check_serve(checkpoint: Path, work: Path) -> None:
+    """`serve --detach` answers its first completion; then one more, asked here; then the server is stopped."""
+    key = os.urandom(12).hex()
+    env = {**os.environ, "VLLM_API_KEY": key}
+    argv = quantize_cli(
+        "serve", str(checkpoint), "--detach", "--eager", "--port", "18123", "--log", str(work / "serve.log")
+    )
+    print(f"\n=== serve: {' '.join(argv)}", flush=True)
+    t0 = time.perf_counter()
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        steps.append(("serve", time.perf_counter() - t0, f"FAILED (exit {result.returncode})"))
+        sys.stderr.write(result.stderr[-4000:])
+        raise CheckFailed(f"serve: exit {result.returncode}")
+    served = json.loads(result.stdout)
+    try:
+        body = json.dumps({"model": served["model"], "prompt": PROMPTS[0], "max_tokens": 4, "temperature": 0})
+        request = urllib.request.Request(
+            f"{served['url']}/completions",
+            body.encode(),
+            {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+        )
+        with urllib.request.urlopen(request, timeout=600) as response:
+            answer = json.load(response)
+    finally:
+        os.killpg(served["pid"], 15)
+    steps.append(("serve, one completion", time.perf_counter() - t0, "ok"))
+    print(f"    ready after {served['seconds_to_first_answer']} s, dtype {served['dtype']}")
+    print(f"    answered: {answer['choices'][0]['text']!r} ({answer['usage']['completion_tokens']} tokens)")
+    if answer["usage"]["completion_tokens"] != 4:
+        raise CheckFailed(f"serve answered {answer['usage']['completion_tokens']} tokens, asked for 4")
 
 
 def vllm_error(stderr: str) -> str:
@@ -160,13 +220,16 @@ def main() -> int:
     )
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    print(f"cpu: {os.environ.get('TEST_ARM64_CPU', 'native')}, bf16: {cpu_has_bf16()}")
     try:
-        model = fixture("deepseek_v2")
         prompts = [a for p in PROMPTS for a in ("--prompt", p)]
         outputs = {}
         for name in variants:
             out = args.work / f"out-{name}"
-            step(f"quantize {name}", quantize_cli(str(model), *VARIANTS[name], "--output-dir", str(out), "--overwrite"))
+            model, options = VARIANTS[name]
+            step(
+                f"quantize {name}", quantize_cli(str(fixture(model)), *options, "--output-dir", str(out), "--overwrite")
+            )
             step(f"validate {name}", quantize_cli("validate", str(out)))
             result = step(
                 f"smoke --reference {name}",
@@ -176,6 +239,20 @@ def main() -> int:
             )
             check_smoke(name, result)
             outputs[name] = out
+        if not cpu_has_bf16():
+            channelwise = [n for n in variants if "channelwise" in n]
+            if channelwise:
+                result = step(
+                    f"smoke --dtype bfloat16 {channelwise[0]} (must be refused)",
+                    quantize_cli("smoke", str(outputs[channelwise[0]]), "--dtype", "bfloat16"),
+                    expect_ok=False,
+                )
+                if (
+                    "torch's W4A8 kernel refuses bf16 activations" not in result.stderr
+                    or "Initializing" in result.stderr
+                ):
+                    raise CheckFailed(f"--dtype bfloat16 was not refused up front: {result.stderr[-500:]!r}")
+        check_serve(outputs[FAULTS_ON], args.work)
         swapped = faults.plant(outputs[FAULTS_ON], args.work / "out-swapped-experts", faults.swap_experts(MOE))
         result = step(
             "smoke --reference, experts 1 and 2 swapped (must fail)",
