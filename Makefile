@@ -47,6 +47,7 @@ VLLM_WHEEL_SOURCE ?= $(if $(and $(filter linux/arm64,$(PLATFORM)),$(filter x86_6
 OFFLINE         ?=#: 1: the vLLM build downloads nothing and fails naming a missing deps/ file
 ONEDNN_GIT      ?=#: make deps: a local oneDNN git mirror instead of GitHub
 ACL_GIT         ?=#: make deps: a local Arm Compute Library git mirror instead of GitHub
+ACL             ?= on#: make deps ARCH=arm64: off fetches no Arm Compute Library (make vllm-wheel builds without it)
 OTHER_IMAGE     ?=#: image-same-tokens: the image to compare IMAGE with (e.g. vLLM built from source)
 ARCH            ?= $(shell dpkg --print-architecture 2>/dev/null || uname -m)#: make deps, vllm-wheel: amd64 | arm64
 
@@ -180,7 +181,7 @@ image: ## Build IMAGE and IMAGE-test from registries, compiling vLLM for CPU (VL
 
 .PHONY: deps
 deps: ## Put the vLLM build's sources and wheels into deps/ (ARCH; ONEDNN_GIT/ACL_GIT: local mirrors)
-	ARCH=$(ARCH) ONEDNN_GIT=$(ONEDNN_GIT) ACL_GIT=$(ACL_GIT) TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
+	ARCH=$(ARCH) ACL=$(ACL) ONEDNN_GIT=$(ONEDNN_GIT) ACL_GIT=$(ACL_GIT) TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
 	  PIP="$(if $(wildcard $(PY)),$(PY),python3) -m pip" docker/vllm-sources.sh fetch deps
 
 .PHONY: vllm-wheel

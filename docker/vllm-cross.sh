@@ -52,7 +52,7 @@ build() {
   "$python" -m zipfile -e "$TARGET_TORCH_WHEEL" "$work/target-torch"
   # CCACHE_BASEDIR: hits across work directories (absolute paths are rewritten relative to it)
   export VLLM_TARGET_DEVICE=cpu VLLM_CPU_ACL=0 MAX_JOBS=${MAX_JOBS:-2} CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache} \
-    CCACHE_BASEDIR=$work
+    CCACHE_BASEDIR=$work CCACHE_NOHASHDIR=1
   export CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_TOOLCHAIN_FILE=$here/cross/aarch64-linux-gnu.cmake -DTorch_DIR=$here/cross
     -DTORCH_TARGET_ROOT=$work/target-torch -DPython_INCLUDE_DIR=/usr/include/python3.11"
   (cd "$VLLM_SRC" && "$python" "$here/cross/setup_cross.py" bdist_wheel --dist-dir="$dist" \

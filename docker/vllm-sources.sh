@@ -17,7 +17,8 @@
 # bf16-i8mm asks for both (+bf16+i8mm: Graviton3/4, AmpereOne only). amd64 has runtime dispatch: no ISA to pin.
 # An input missing from DEPS is left to upstream's download (cmake's FetchContent, pip), unless OFFLINE=1: then
 # the build fails naming the file, and cmake may fetch nothing (FETCHCONTENT_FULLY_DISCONNECTED).
-# Environment: ARCH (amd64 | arm64; default this machine's), OFFLINE, TORCH_INDEX_URL, ONEDNN_GIT, ACL_GIT, PIP,
+# Environment: ARCH (amd64 | arm64; default this machine's), ACL (off: fetch no ACL, for the cross build),
+# OFFLINE, TORCH_INDEX_URL, ONEDNN_GIT, ACL_GIT, PIP,
 # VLLM_PATCH, the pins and VLLM_ARM_ISA (default: the Dockerfile's ARGs).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -84,12 +85,13 @@ fetch() {
     archive https://github.com/uxlfoundation/oneDNN.git "${ONEDNN_GIT:-}" "$ONEDNN_REF" oneDNN "$deps/$onednn"
   fi
   check "$deps/$onednn" "$ONEDNN_SHA256" "ONEDNN_SHA256_${ARCH^^}"
-  if [[ $ARCH == arm64 && ! -f $deps/$acl ]]; then
+  local acl_wanted=; [[ $ARCH == arm64 && ${ACL:-on} != off ]] && acl_wanted=1  # ACL=off: the cross build's deps
+  if [[ -n $acl_wanted && ! -f $deps/$acl ]]; then
     echo "==> $acl"
     archive https://github.com/ARM-software/ComputeLibrary.git "${ACL_GIT:-}" "$ACL_VERSION" ComputeLibrary "$deps/$acl"
     [[ -n $ACL_SHA256 ]] || echo "vllm-sources: $acl is not pinned yet: its sha256 is $(sha256sum "$deps/$acl" | cut -d' ' -f1) (set ARG ACL_SHA256)" >&2
   fi
-  [[ $ARCH != arm64 ]] || check "$deps/$acl" "$ACL_SHA256" ACL_SHA256
+  [[ -z $acl_wanted ]] || check "$deps/$acl" "$ACL_SHA256" ACL_SHA256
   echo "==> wheels/ (build requirements for $ARCH, CPython 3.11)"
   local platform=x86_64; [[ $ARCH == arm64 ]] && platform=aarch64
   "${PIP[@]}" download -q --no-deps --require-hashes --only-binary=:all: --python-version 3.11 \
