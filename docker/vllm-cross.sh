@@ -59,10 +59,14 @@ build() {
     --py-limited-api=cp38 --plat-name=linux_aarch64)
   local wheel; wheel=$(find "$dist" -maxdepth 1 -name 'vllm-*linux_aarch64.whl' -newer "$work/sources.env" | head -n 1)
   [[ -n $wheel ]] || die "setup.py wrote no aarch64 wheel into $dist"
-  [[ ${VLLM_ARM_ISA:-$(sed -n 's/^ARG VLLM_ARM_ISA=//p' "${DOCKERFILE:-$here/../Dockerfile}")} != neoverse-n1 ]] || no_bf16_i8mm "$wheel"
+  local isa; isa=${VLLM_ARM_ISA:-$(sed -n 's/^ARG VLLM_ARM_ISA=//p' "${DOCKERFILE:-$here/../Dockerfile}")}
+  [[ $isa != neoverse-n1 ]] || no_bf16_i8mm "$wheel"
   CXX=aarch64-linux-gnu-g++ ARCH=arm64 COMPILE_COMMANDS=$(find "$VLLM_SRC/build" -name compile_commands.json | head -n 1) \
     "$here/vllm-sources.sh" record "$wheel" >"$dist/vllm-build.json"
   cat "$dist/vllm-build.json"
+  if [[ $isa == neoverse-n1 ]] && grep -qE '"march": \[[^]]*\+(bf16|i8mm)' "$dist/vllm-build.json"; then
+    die "vllm-build.json: +bf16 or +i8mm reached the compiler in a neoverse-n1 build (fix: report it; the ISA pin in docker/vllm-sources.sh no longer holds)"
+  fi
 }
 
 # On a Debian x86_64 host: the packages (multiarch arm64), a build venv with the hashed build requirements and
