@@ -36,6 +36,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -164,8 +165,11 @@ def check_serve(checkpoint: Path, work: Path) -> None:
     """`serve --detach` answers its first completion; then one more, asked here; then the server is stopped."""
     key = os.urandom(12).hex()
     env = {**os.environ, "VLLM_API_KEY": key}
+    with socket.socket() as probe:  # a free loopback port, whatever else runs on this host
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     argv = quantize_cli(
-        "serve", str(checkpoint), "--detach", "--eager", "--port", "18123", "--log", str(work / "serve.log")
+        "serve", str(checkpoint), "--detach", "--eager", "--port", str(port), "--log", str(work / "serve.log")
     )
     print(f"\n=== serve: {' '.join(argv)}", flush=True)
     t0 = time.perf_counter()
