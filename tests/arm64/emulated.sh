@@ -120,6 +120,7 @@ download_wheels() {
 install_stack() {
   [[ -f $rootfs$stack/.complete-$stack_key ]] && return
   rm -rf "${rootfs:?}$stack"
+  [[ -z $vllm_wheel ]] || rm -rf "${rootfs:?}"/opt/stack-*  # one wheel's stack at a time: 5.5 GB each
   # One --no-deps install of exactly the downloaded set: the lock already resolved it (seed order and the
   # compressed-tensors override are the product's business, scripts/install-stack.sh; here only the result
   # matters, and check-stack.py below is not run because torch is not the +cpu build).
