@@ -1,18 +1,23 @@
-"""What each method would cost on DeepSeek-V2-Lite, extrapolated from per-layer timings measured here.
+"""What each method would cost on DeepSeek-V2-Lite, extrapolated from per-layer timings measured here, per engine.
 
-The full model does not fit this machine for the calibrated methods (they load it: about 85 GB in bf16), so each
-method quantizes two synthetic checkpoints with DeepSeek-V2-Lite's exact tensor shapes (benchmarks/bench_stream.py):
-1 decoder layer (layer 0 is dense) and 2 (plus the first MoE layer: 64 routed experts, 2 shared). The second
-minus the first is one MoE layer; DeepSeek-V2-Lite has 1 dense and 26 MoE layers, so
+The full model does not fit this machine in RAM (about 85 GB in bf16 loaded), so each method quantizes two
+synthetic checkpoints with DeepSeek-V2-Lite's exact tensor shapes (benchmarks/bench_stream.py) and A and B
+decoder layers (layer 0 is dense, every later one MoE: 64 routed experts, 2 shared; default 1 and 2). The
+difference is B - A MoE layers; DeepSeek-V2-Lite has 1 dense and 26 MoE layers, so
 
-    full = t(1 layer) + 26 * (t(2 layers) - t(1 layer))        (same for peak RSS)
+    full = t(A) + (27 - A) / (B - A) * (t(B) - t(A))        (same for peak RSS)
 
-Each run is the real CLI (`python -m quantize ... --output-dir`), time and peak RSS from the manifest. The
-estimate for a 16-vCPU Graviton scales by core count alone (x 2/16 from this 2-core machine, i.e. assuming
-one Graviton vCPU does what one core here does and the work spreads over 16): an estimate, not a measurement.
-Calibration cost grows with the calibration tokens (forward passes); the token count used is printed.
+For the offload engine, whose peak is one layer's working set, measure with A >= 2 (`--layers 2,3`): then both
+sizes hold an MoE layer and whatever still grows per layer is what gets extrapolated.
 
-    python -m benchmarks.method_cost [--methods mse,imatrix,gptq,awq] [--calibration-samples 16]
+Each run is the real CLI (`python -m quantize ... --engine E --output-dir`), time and peak RSS from the manifest;
+for each method and size the engines run one after the other, and their outputs are compared tensor by tensor
+(the `same output` column). The estimate for a 16-vCPU Graviton scales by core count alone (x CPUs/16, i.e.
+assuming one Graviton vCPU does what one core here does and the work spreads over 16): an estimate, not a
+measurement. Calibration cost grows with the calibration tokens (forward passes); the token count is printed.
+
+    python -m benchmarks.method_cost [--methods mse,imatrix,gptq,awq] [--engines auto] [--layers 1,2]
+    python -m benchmarks.method_cost --methods gptq --engines load,offload --layers 2,3 --calibration-samples 4
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 from benchmarks.bench_stream import ROOT, make_synthetic
 from benchmarks.quality_table import cli
 
-V2_LITE_MOE_LAYERS = 26  # of 27: layer 0 is dense (first_k_dense_replace 1)
+V2_LITE_LAYERS = 27  # 1 dense (first_k_dense_replace 1), 26 MoE
 TARGET_VCPUS = 16
 METHODS = {
     "mse": ["--method", "mse", "--scheme", "groupwise"],
@@ -38,53 +43,94 @@ METHODS = {
     "awq": ["--recipe", str(ROOT / "recipes" / "deepseek-v2-awq-mse-g32.yaml")],
 }
 CALIBRATED = ("imatrix", "gptq", "awq")
+ENGINES = ("auto", "load", "offload", "stream")
 
 
-def run(src: Path, method: str, out: Path, samples: int) -> dict:
-    args = [str(src), *METHODS[method], "--output-dir", str(out), "--overwrite"]
+def run(src: Path, method: str, engine: str, out: Path, samples: int) -> dict:
+    args = [str(src), *METHODS[method], "--engine", engine, "--output-dir", str(out), "--overwrite"]
     if method in CALIBRATED:
         args += ["--calibration-samples", str(samples)]
     cli(*args)
     info = json.loads((out / "quantization-manifest.json").read_text())
-    shutil.rmtree(out)
     calibration = info["arguments"].get("calibration") or {}
     return {"seconds": info["timings_s"]["total"], "rss": info["peak_rss_bytes"], "engine": info["arguments"]["engine"],
-            "tokens": calibration.get("tokens", 0)}  # fmt: skip
+            "tokens": calibration.get("tokens", 0), "out": out}  # fmt: skip
+
+
+def same_tensors(first: Path, second: Path) -> bool:
+    """Whether two checkpoints hold the same tensors, bit for bit (file layout and order may differ)."""
+    from safetensors import safe_open
+
+    def tensors(directory: Path) -> dict:
+        found = {}
+        for path in sorted(directory.glob("*.safetensors")):
+            with safe_open(path, "pt") as f:
+                found.update({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118 (safe_open is no dict)
+        return found
+
+    a, b = tensors(first), tensors(second)
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and a[k].equal(b[k]) for k in a)
+
+
+def extrapolate(small: dict, large: dict, layers: tuple[int, int], key: str) -> float:
+    per_layer = (large[key] - small[key]) / (layers[1] - layers[0])
+    return small[key] + (V2_LITE_LAYERS - layers[0]) * per_layer
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--engines", default="auto", help=f"comma-separated, of {', '.join(ENGINES)} (default auto)")
+    parser.add_argument("--layers", default="1,2", help="the two checkpoint sizes A,B in decoder layers (default 1,2)")
     parser.add_argument("--calibration-samples", type=int, default=16, help="windows of 512 tokens (default 16)")
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/vllm-arm-int4-bench"))
     args = parser.parse_args()
-    methods = args.methods.split(",")
-    if unknown := sorted(set(methods) - set(METHODS)):
-        sys.exit(f"error: unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    methods, engines = args.methods.split(","), args.engines.split(",")
+    if unknown := sorted(set(methods) - set(METHODS)) + sorted(set(engines) - set(ENGINES)):
+        sys.exit(f"error: unknown method(s) or engine(s) {', '.join(unknown)}; choose from {', '.join(METHODS)} "
+                 f"and {', '.join(ENGINES)}")  # fmt: skip
+    try:
+        layers = tuple(int(n) for n in args.layers.split(","))
+        assert len(layers) == 2 and 1 <= layers[0] < layers[1] <= V2_LITE_LAYERS
+    except (ValueError, AssertionError):
+        sys.exit(f"error: --layers {args.layers!r} is not two sizes A<B in 1..{V2_LITE_LAYERS}, e.g. 1,2")
 
     started = time.time()
-    sources = {n: make_synthetic(args.workdir / f"deepseek-v2-lite-synthetic-{n}l-5gb", n, 5 * 2**30) for n in (1, 2)}
+    sources = {n: make_synthetic(args.workdir / f"deepseek-v2-lite-synthetic-{n}l-5gb", n, 5 * 2**30) for n in layers}
     rows = []
     for method in methods:
-        one, two = (run(sources[n], method, args.workdir / f"cost-{method}-{n}l", args.calibration_samples)
-                    for n in (1, 2))  # fmt: skip
-        layer_s, layer_rss = two["seconds"] - one["seconds"], two["rss"] - one["rss"]
-        full_s = one["seconds"] + V2_LITE_MOE_LAYERS * layer_s
-        rows.append((method, one, two, layer_s, full_s, one["rss"] + V2_LITE_MOE_LAYERS * layer_rss))
-        print(f"{method}: 1 layer {one['seconds']:.0f} s, 2 layers {two['seconds']:.0f} s", flush=True)
+        runs = {}  # (engine, layers) -> run
+        for n in layers:
+            for engine in engines:
+                runs[engine, n] = run(sources[n], method, engine, args.workdir / f"cost-{method}-{engine}-{n}l",
+                                      args.calibration_samples)  # fmt: skip
+                print(f"{method} {engine}: {n} layers {runs[engine, n]['seconds']:.0f} s, "
+                      f"{runs[engine, n]['rss'] / 2**30:.2f} GiB", flush=True)  # fmt: skip
+            same = all(same_tensors(runs[engines[0], n]["out"], runs[e, n]["out"]) for e in engines[1:])
+            for engine in engines:
+                runs[engine, n]["same"] = same if len(engines) > 1 else None
+                shutil.rmtree(runs[engine, n]["out"])
+        for engine in engines:
+            small, large = runs[engine, layers[0]], runs[engine, layers[1]]
+            rows.append((method, engine, small, large, extrapolate(small, large, layers, "seconds"),
+                         extrapolate(small, large, layers, "rss")))  # fmt: skip
 
     cpus = os.cpu_count()
-    print(f"\n| method | engine | 1 layer | 2 layers | per MoE layer | DeepSeek-V2-Lite here ({cpus} CPUs) | "
-          f"on {TARGET_VCPUS} vCPUs (estimate) | peak RSS, full model (estimate) | calibration tokens |")  # fmt: skip
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for method, one, two, layer_s, full_s, full_rss in rows:
-        print(f"| {method} | {two['engine']} | {one['seconds']:.0f} s | {two['seconds']:.0f} s | {layer_s:.0f} s | "
-              f"{full_s / 3600:.1f} h | {full_s * cpus / TARGET_VCPUS / 3600:.1f} h | {full_rss / 2**30:.0f} GiB | "
-              f"{two['tokens'] or ''} |")  # fmt: skip
+    a, b = layers
+    print(f"\n| method | engine | {a} layer(s) | {b} layers | peak RSS {a} / {b} | DeepSeek-V2-Lite here ({cpus} CPUs) "
+          f"| on {TARGET_VCPUS} vCPUs (estimate) | peak RSS, full model (extrapolated) | same output | "
+          "calibration tokens |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
+    for method, _, small, large, full_s, full_rss in rows:
+        same = {None: "", True: "identical", False: "**differs**"}[large["same"] and small["same"]]
+        print(f"| {method} | {large['engine']} | {small['seconds']:.0f} s | {large['seconds']:.0f} s | "
+              f"{small['rss'] / 2**30:.2f} / {large['rss'] / 2**30:.2f} GiB | {full_s / 3600:.1f} h | "
+              f"{full_s * cpus / TARGET_VCPUS / 3600:.1f} h | {full_rss / 2**30:.1f} GiB | {same} | "
+              f"{large['tokens'] or ''} |")  # fmt: skip
     print(
         f"\nMachine: {platform.machine()}, {cpus} CPUs; whole run {(time.time() - started) / 60:.0f} min. "
-        f"Command: `python -m benchmarks.method_cost --methods {args.methods} "
-        f"--calibration-samples {args.calibration_samples}`."
+        f"Command: `python -m benchmarks.method_cost --methods {args.methods} --engines {args.engines} "
+        f"--layers {args.layers} --calibration-samples {args.calibration_samples}`."
     )
 
 

@@ -68,10 +68,11 @@ def quantize_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--engine",
-        choices=["auto", "stream", "load"],
+        choices=["auto", "stream", "offload", "load"],
         default="auto",
-        help="stream: quantize tensor by tensor with bounded memory (same output as load); load: the seed's way, "
-        "loading the whole model; auto: stream where it applies",
+        help="stream: data-free methods tensor by tensor with bounded memory; offload: weights on disk beside the "
+        "output, a decoder layer in RAM at a time (any method); load: the seed's way, the whole model in RAM; "
+        "auto: offload for calibrated methods, else stream where it applies (all give the same output)",
     )
     calib = p.add_argument_group("calibration (--method gptq or imatrix, --recipe)")
     calib.add_argument(

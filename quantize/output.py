@@ -41,6 +41,20 @@ def partial_path(target: Path, resumable: bool = False) -> Path:
     return target.parent / f".{target.name}{PARTIAL}{'resume' if resumable else os.getpid()}"
 
 
+@contextlib.contextmanager
+def scratch_directory(target: Path, purpose: str) -> Iterator[Path]:
+    """A directory beside `target` for a run's temporary files (the offload engine's weights), removed when the
+    run ends, however it ends; named like a partial directory, so a killed run's is removed by the next run."""
+    scratch = target.parent / f".{target.name}{PARTIAL}{purpose}-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        with _sigterm_as_exit():
+            yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def check_target(target: Path, overwrite: bool) -> None:
     """Fail before any work (and without creating anything) if the target exists (without --overwrite)
     or could not be created."""

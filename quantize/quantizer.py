@@ -45,7 +45,9 @@ class Job:
     dtype: str = "auto"
     trust_remote_code: bool = False
     overwrite: bool = False
-    engine: str = "load"  # "load" (oneshot on the loaded model), "stream" (tensor by tensor), "auto"
+    # "load" (oneshot on the loaded model), "offload" (oneshot on a model whose weights wait on disk, onloaded a
+    # decoder layer at a time), "stream" (tensor by tensor, data-free methods), "auto" (stream or offload)
+    engine: str = "load"
     shard_bytes: int = stream.DEFAULT_SHARD_BYTES
     calibration: str = "builtin:calibration"  # text for calibrated methods (gptq, imatrix): see corpus.py
     calibration_samples: int = 128  # at most this many windows of calibration_seq_len tokens
@@ -104,7 +106,13 @@ def run(job: Job) -> Path:
                  "engine": engine}  # fmt: skip
     hashes = ThreadPoolExecutor(max_workers=1).submit(hashing.file_hashes, src.path)
     work = _Work(job, src, target, timer, arguments, hashes)
-    (_stream if engine == "stream" else _load)(work)
+    if engine == "stream":
+        _stream(work)
+    elif engine == "offload":
+        with output.scratch_directory(target, "offload") as offload_dir:
+            _load(work, offload_dir)
+    else:
+        _load(work)
     return target
 
 
@@ -128,6 +136,8 @@ def prepare(job: Job, target: Path, timer: manifest.Timer) -> tuple[source.Sourc
     check_tokenizer(job, src.path, target)
     engine = choose_engine(job, src.path)
     needed = stream.estimate_output_bytes(src.path, job.recipe, DTYPE_BYTES[job.dtype], job.trust_remote_code)
+    if engine == "offload":  # the offloaded weights: a copy of the source's, upcast by --dtype float32
+        needed += sum(p.stat().st_size for p in src.path.glob("*.safetensors")) * (2 if job.dtype == "float32" else 1)
     output.check_free_space(target, needed, resumable=engine == "stream")
     return src, engine
 
@@ -142,18 +152,19 @@ def _stream(work: _Work) -> None:
         work.arguments.update(stats)
 
 
-def _load(work: _Work) -> None:
-    """The seed's way: load the whole model, run llmcompressor's `oneshot` on it, which saves it."""
+def _load(work: _Work, offload_dir: Path | None = None) -> None:
+    """The seed's way: load the model, run llmcompressor's `oneshot` on it, which saves it. With `offload_dir`,
+    the weights wait there on disk (the offload engine) and llmcompressor's sequential pipeline onloads one
+    decoder layer at a time while it calibrates."""
     import torch
     from llmcompressor import oneshot
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     job = work.job
-    logger.info("Loading model '%s' (dtype %s)...", job.model_id, job.dtype)
+    where = ", offloaded to disk" if offload_dir else ""
+    logger.info("Loading model '%s' (dtype %s%s)...", job.model_id, job.dtype, where)
     with work.timer("load"):
-        model = AutoModelForCausalLM.from_pretrained(
-            work.src.path, dtype=_torch_dtype(job.dtype), trust_remote_code=job.trust_remote_code
-        )
+        model = _from_pretrained(work, offload_dir)
         tokenizer = (
             AutoTokenizer.from_pretrained(work.src.path, trust_remote_code=job.trust_remote_code)
             if source.has_tokenizer(work.src.path)
@@ -171,6 +182,23 @@ def _load(work: _Work) -> None:
         )
         if job.recipe.file:  # what the file's modifiers wrote, before it gets the final name
             check_servable(job.recipe, partial)
+
+
+def _from_pretrained(work: _Work, offload_dir: Path | None):
+    """The model in RAM, or (offload_dir) with every weight in compressed-tensors' disk cache: transformers and
+    accelerate write them there (`max_memory` 0 for the CPU) and llmcompressor onloads them as it needs them."""
+    from transformers import AutoModelForCausalLM
+
+    job = work.job
+    kwargs = {"dtype": _torch_dtype(job.dtype), "trust_remote_code": job.trust_remote_code}
+    if offload_dir is None:
+        return AutoModelForCausalLM.from_pretrained(work.src.path, **kwargs)
+    from compressed_tensors.offload import load_offloaded_model
+
+    with load_offloaded_model():
+        return AutoModelForCausalLM.from_pretrained(
+            work.src.path, device_map="auto_offload", max_memory={"cpu": 0}, offload_folder=str(offload_dir), **kwargs
+        )
 
 
 def check_servable(recipe: Recipe, partial: Path) -> None:
@@ -282,12 +310,20 @@ def check_tokenizer(job: Job, source_dir: Path, target: Path) -> bool:
 
 
 def choose_engine(job: Job, source_dir: Path) -> str:
-    """`stream` where it applies (data-free scheme, safetensors, per-module tensor names), else `load`."""
-    if job.engine == "load":
-        return "load"
-    reason = stream.unsupported_reason(source_dir, job.trust_remote_code)
+    """`auto`: calibrated methods offload (bounded memory), data-free ones stream where streaming applies
+    (safetensors, per-module tensor names, the checkpoint's dtype), else load."""
+    if job.engine in ("load", "offload"):
+        return job.engine
     if job.recipe.calibrated:
-        reason = f"{job.recipe.option} runs calibration text through the loaded model"
+        if job.engine == "stream":
+            raise QuantizeError(
+                f"the streaming engine cannot quantize with {job.recipe.option}: it runs calibration text through "
+                "the model",
+                "use --engine offload (or auto)",
+            )
+        logger.info("Calibrating with the weights offloaded to disk, a decoder layer in RAM at a time.")
+        return "offload"
+    reason = stream.unsupported_reason(source_dir, job.trust_remote_code)
     if job.dtype not in ("auto",):
         reason = reason or f"--dtype {job.dtype} (streaming keeps the checkpoint's dtype)"
     if reason is None:
