@@ -172,14 +172,18 @@ def _load(work: _Work, offload_dir: Path | None = None) -> None:
         )
     calibration = _calibration(work, model, tokenizer) if job.recipe.calibrated else {}
     with work.output() as partial, work.timer("quantize"), torch.no_grad(), _no_pinning_without_accelerator():
-        oneshot(
+        model = oneshot(
             model=model,
             recipe=job.recipe.modifiers(),
             tokenizer=tokenizer,
-            output_dir=str(partial),
             trust_remote_code_model=job.trust_remote_code,
             **calibration,
         )
+        # saved here rather than by oneshot, whose 20 GB shards would hold the whole compressed model in RAM
+        # (an offloaded model is onloaded a shard at a time): Job.shard_bytes (512 MiB), as the streaming engine writes
+        model.save_pretrained(str(partial), save_compressed=True, max_shard_size=job.shard_bytes)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(partial))
         if job.recipe.file:  # what the file's modifiers wrote, before it gets the final name
             check_servable(job.recipe, partial)
 

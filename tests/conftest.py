@@ -35,6 +35,14 @@ def tiny_deepseek(tmp_path_factory) -> Path:
     return _copy_fixture("deepseek_v2", tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def calibration_jsonl(tmp_path_factory) -> Path:
+    """Calibration text as a .jsonl file: 200 lines of the tiny models' corpus, another seed than training."""
+    path = tmp_path_factory.mktemp("calib") / "calib.jsonl"
+    path.write_text("\n".join(json.dumps({"text": t}) for t in tiny_models.corpus(lines=200, seed=2)) + "\n")
+    return path
+
+
 class _HubStub(BaseHTTPRequestHandler):
     """Answers every Hub API call the way huggingface.co does for a gated or a missing repository."""
 

@@ -3,21 +3,13 @@ observer (`--method imatrix`), calibration text from every kind of source."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from quantize import checkpoint, corpus, manifest, validate
-from tests import faults, tiny_models
+from tests import faults
 from tests.helpers import error_line, quantize, read_tensors, run_cli, run_main
-
-
-@pytest.fixture(scope="module")
-def calibration_jsonl(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("calib") / "calib.jsonl"
-    path.write_text("\n".join(json.dumps({"text": t}) for t in tiny_models.corpus(lines=200, seed=2)) + "\n")
-    return path
 
 
 @pytest.mark.slow  # about 30 s: a GPTQ run and a rounding run, each in a fresh process
@@ -26,10 +18,10 @@ def test_gptq_quantizes_validates_and_differs_from_rounding(tiny_llama, calibrat
     result = run_cli(str(tiny_llama), "--method", "gptq", *args, "--calibration", str(calibration_jsonl))
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "tiny-llama-w4a8dyn-gptq-groupwise-g32"
-    assert "loading the model instead" in result.stderr  # gptq needs the loaded model, not the streaming engine
+    assert "weights offloaded to disk" in result.stderr  # auto: gptq runs text through the model, offloaded
     assert validate.validate(out)["valid"]
     info = manifest.read(out)
-    assert info["arguments"]["method"] == "gptq" and info["arguments"]["engine"] == "load"
+    assert info["arguments"]["method"] == "gptq" and info["arguments"]["engine"] == "offload"
     calibration = info["arguments"]["calibration"]
     assert calibration["source"] == str(calibration_jsonl) and calibration["tokens"] > 64
     assert calibration["samples"] == -(-calibration["tokens"] // 64)
@@ -84,7 +76,7 @@ def test_imatrix_checkpoint_passes_the_reference_check(imatrix):
 def test_gptq_cannot_stream(tiny_llama, tmp_path, capsys):
     result = run_main(capsys, tiny_llama, "--method", "gptq", "--scheme", "channelwise", "--engine", "stream",
                       "--output-root", tmp_path)  # fmt: skip
-    assert result.returncode == 2 and "--method gptq runs calibration text" in error_line(result)
+    assert result.returncode == 2 and "cannot quantize with --method gptq" in error_line(result)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -111,7 +111,8 @@ def test_recipe_option_conflicts(capsys, tiny_llama, tmp_path):
     assert neither.returncode == 2 and "one of the arguments --scheme --recipe is required" in neither.stderr
 
 
-def test_online_rotations_are_refused_after_quantizing_and_nothing_is_left(tiny_llama, tmp_path):
+@pytest.mark.parametrize("engine", ["load", "offload"])
+def test_online_rotations_are_refused_after_quantizing_and_nothing_is_left(tiny_llama, tmp_path, engine):
     """QuIP's input rotation is online (applied to activations at run time), which vLLM's CPU build cannot do:
     the scheme passes the check before loading, the written config does not, and no output directory stays."""
     recipe = write(
@@ -119,8 +120,8 @@ def test_online_rotations_are_refused_after_quantizing_and_nothing_is_left(tiny_
         recipe_text(before="    QuIPModifier: {rotations: [v, u], transform_type: random-hadamard}\n"),
     )  # fmt: skip
     with pytest.raises(QuantizeError, match="wrote a checkpoint vLLM cannot serve: .*online transforms"):
-        quantize_file(tiny_llama, recipe, tmp_path / "quip")
-    assert not (tmp_path / "quip").exists() and not list(tmp_path.glob(".quip*"))
+        quantize_file(tiny_llama, recipe, tmp_path / "quip", engine=engine)
+    assert not (tmp_path / "quip").exists() and not list(tmp_path.glob(".quip*"))  # nor the offloaded weights
 
 
 @pytest.mark.parametrize(
