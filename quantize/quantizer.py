@@ -316,8 +316,19 @@ def check_tokenizer(job: Job, source_dir: Path, target: Path) -> bool:
 def choose_engine(job: Job, source_dir: Path) -> str:
     """`auto`: calibrated methods offload (bounded memory), data-free ones stream where streaming applies
     (safetensors, per-module tensor names, the checkpoint's dtype), else load."""
-    if job.engine in ("load", "offload"):
-        return job.engine
+    if job.engine == "load":
+        return "load"
+    if rotations := job.recipe.rotations:
+        if job.engine != "auto":
+            raise QuantizeError(
+                f"{job.recipe.option} rotates weights ({', '.join(rotations)}), which cannot run with the weights "
+                f"offloaded or streamed",
+                "use --engine load (or auto)",
+            )
+        logger.info("%s rotates weights (%s): loading the whole model.", job.recipe.option, ", ".join(rotations))
+        return "load"
+    if job.engine == "offload":
+        return "offload"
     if job.recipe.calibrated:
         if job.engine == "stream":
             raise QuantizeError(

@@ -22,6 +22,9 @@ CALIBRATED_METHODS = ("gptq", "imatrix")
 METHODS = SEED_METHODS + CALIBRATED_METHODS
 OBSERVERS = {"gptq": "mse", "imatrix": "imatrix_mse"}
 IMATRIX_OBSERVER_KWARGS = {"norm": 2.0, "grid": 200, "maxshrink": 0.6, "patience": 40}
+# Recipe-file modifiers that rotate weights with compressed-tensors transforms: these cannot run on offloaded
+# weights (compressed-tensors 0.19 builds them on the weights' offload device, "disk"), so they load the model.
+ROTATION_MODIFIERS = ("QuIPModifier", "SpinQuantModifier")
 FILE_METHOD = "recipe"  # Recipe.method when the modifiers come from an llmcompressor recipe file (--recipe)
 SCHEMES = ("channelwise", "groupwise")
 DEFAULT_GROUPSIZE = 32
@@ -72,6 +75,13 @@ class Recipe:
         """Whether calibration text runs through the model (always for a recipe file: AWQ, GPTQ, SmoothQuant and
         activation-aware observers need it, and it costs the others only time)."""
         return self.method in CALIBRATED_METHODS or self.file is not None
+
+    @property
+    def rotations(self) -> list[str]:
+        """The recipe file's modifiers that rotate weights (ROTATION_MODIFIERS), in order."""
+        if not self.file:
+            return []
+        return [type(m).__name__ for m in parse_modifiers(self.file_text) if type(m).__name__ in ROTATION_MODIFIERS]
 
     @property
     def option(self) -> str:

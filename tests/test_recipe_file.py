@@ -111,8 +111,7 @@ def test_recipe_option_conflicts(capsys, tiny_llama, tmp_path):
     assert neither.returncode == 2 and "one of the arguments --scheme --recipe is required" in neither.stderr
 
 
-@pytest.mark.parametrize("engine", ["load", "offload"])
-def test_online_rotations_are_refused_after_quantizing_and_nothing_is_left(tiny_llama, tmp_path, engine):
+def test_online_rotations_are_refused_after_quantizing_and_nothing_is_left(tiny_llama, tmp_path):
     """QuIP's input rotation is online (applied to activations at run time), which vLLM's CPU build cannot do:
     the scheme passes the check before loading, the written config does not, and no output directory stays."""
     recipe = write(
@@ -120,8 +119,10 @@ def test_online_rotations_are_refused_after_quantizing_and_nothing_is_left(tiny_
         recipe_text(before="    QuIPModifier: {rotations: [v, u], transform_type: random-hadamard}\n"),
     )  # fmt: skip
     with pytest.raises(QuantizeError, match="wrote a checkpoint vLLM cannot serve: .*online transforms"):
-        quantize_file(tiny_llama, recipe, tmp_path / "quip", engine=engine)
-    assert not (tmp_path / "quip").exists() and not list(tmp_path.glob(".quip*"))  # nor the offloaded weights
+        quantize_file(tiny_llama, recipe, tmp_path / "quip", engine="auto")  # auto loads it: QuIP rotates
+    assert not (tmp_path / "quip").exists() and not list(tmp_path.glob(".quip*"))
+    with pytest.raises(QuantizeError, match=r"rotates weights \(QuIPModifier\), which cannot run with the weights"):
+        quantize_file(tiny_llama, recipe, tmp_path / "quip", engine="offload")
 
 
 @pytest.mark.parametrize(
