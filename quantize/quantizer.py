@@ -153,7 +153,7 @@ def _stream(work: _Work) -> None:
 
 
 def _load(work: _Work, offload_dir: Path | None = None) -> None:
-    """The seed's way: load the model, run llmcompressor's `oneshot` on it, which saves it. With `offload_dir`,
+    """The seed's way: load the model, run llmcompressor's `oneshot` on it, save what it returns. With `offload_dir`,
     the weights wait there on disk (the offload engine) and llmcompressor's sequential pipeline onloads one
     decoder layer at a time while it calibrates."""
     import torch
