@@ -50,11 +50,11 @@ def run(src: Path, method: str, engine: str, out: Path, samples: int) -> dict:
     args = [str(src), *METHODS[method], "--engine", engine, "--output-dir", str(out), "--overwrite"]
     if method in CALIBRATED:
         args += ["--calibration-samples", str(samples)]
-    cli(*args)
+    private = cli(*args).peak_private_bytes
     info = json.loads((out / "quantization-manifest.json").read_text())
     calibration = info["arguments"].get("calibration") or {}
-    return {"seconds": info["timings_s"]["total"], "rss": info["peak_rss_bytes"], "engine": info["arguments"]["engine"],
-            "tokens": calibration.get("tokens", 0), "out": out}  # fmt: skip
+    return {"seconds": info["timings_s"]["total"], "rss": info["peak_rss_bytes"], "private": private,
+            "engine": info["arguments"]["engine"], "tokens": calibration.get("tokens", 0), "out": out}  # fmt: skip
 
 
 def same_tensors(first: Path, second: Path) -> bool:
@@ -104,28 +104,31 @@ def main() -> None:
             for engine in engines:
                 runs[engine, n] = run(sources[n], method, engine, args.workdir / f"cost-{method}-{engine}-{n}l",
                                       args.calibration_samples)  # fmt: skip
-                print(f"{method} {engine}: {n} layers {runs[engine, n]['seconds']:.0f} s, "
-                      f"{runs[engine, n]['rss'] / 2**30:.2f} GiB", flush=True)  # fmt: skip
+                done = runs[engine, n]
+                print(f"{method} {engine}: {n} layers {done['seconds']:.0f} s, {done['rss'] / 2**30:.2f} GiB RSS, "
+                      f"{done['private'] / 2**30:.2f} GiB private", flush=True)  # fmt: skip
             same = all(same_tensors(runs[engines[0], n]["out"], runs[e, n]["out"]) for e in engines[1:])
             for engine in engines:
                 runs[engine, n]["same"] = same if len(engines) > 1 else None
                 shutil.rmtree(runs[engine, n]["out"])
         for engine in engines:
             small, large = runs[engine, layers[0]], runs[engine, layers[1]]
-            rows.append((method, engine, small, large, extrapolate(small, large, layers, "seconds"),
-                         extrapolate(small, large, layers, "rss")))  # fmt: skip
+            full = [extrapolate(small, large, layers, key) for key in ("seconds", "rss", "private")]
+            rows.append((method, engine, small, large, *full))
 
     cpus = os.cpu_count()
     a, b = layers
     print(f"\n| method | engine | {a} layer(s) | {b} layers | peak RSS {a} / {b} | DeepSeek-V2-Lite here ({cpus} CPUs) "
-          f"| on {TARGET_VCPUS} vCPUs (estimate) | peak RSS, full model (extrapolated) | same output | "
-          "calibration tokens |")  # fmt: skip
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
-    for method, _, small, large, full_s, full_rss in rows:
+          f"| on {TARGET_VCPUS} vCPUs (estimate) | peak private {a} / {b} | full model (extrapolated): peak RSS, "
+          "private | same output | calibration tokens |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    for method, _, small, large, full_s, full_rss, full_private in rows:
         same = {None: "", True: "identical", False: "**differs**"}[large["same"] and small["same"]]
         print(f"| {method} | {large['engine']} | {small['seconds']:.0f} s | {large['seconds']:.0f} s | "
               f"{small['rss'] / 2**30:.2f} / {large['rss'] / 2**30:.2f} GiB | {full_s / 3600:.1f} h | "
-              f"{full_s * cpus / TARGET_VCPUS / 3600:.1f} h | {full_rss / 2**30:.1f} GiB | {same} | "
+              f"{full_s * cpus / TARGET_VCPUS / 3600:.1f} h | "
+              f"{small['private'] / 2**30:.2f} / {large['private'] / 2**30:.2f} GiB | "
+              f"{full_rss / 2**30:.1f} GiB, {full_private / 2**30:.1f} GiB | {same} | "
               f"{large['tokens'] or ''} |")  # fmt: skip
     print(
         f"\nMachine: {platform.machine()}, {cpus} CPUs; whole run {(time.time() - started) / 60:.0f} min. "
