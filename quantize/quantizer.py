@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import card, hashing, manifest, output, shapes, source, stream
+from . import card, hashing, host, manifest, output, shapes, source, stream
 from .errors import QuantizeError, warn
 from .recipe import Recipe
 
@@ -171,7 +171,8 @@ def _load(work: _Work, offload_dir: Path | None = None) -> None:
             else None
         )
     calibration = _calibration(work, model, tokenizer) if job.recipe.calibrated else {}
-    with work.output() as partial, work.timer("quantize"), torch.no_grad(), _no_pinning_without_accelerator():
+    trim = _release_memory_per_layer(model) if offload_dir else contextlib.nullcontext()
+    with work.output() as partial, work.timer("quantize"), torch.no_grad(), _no_pinning_without_accelerator(), trim:
         model = oneshot(
             model=model,
             recipe=job.recipe.modifiers(),
@@ -217,6 +218,28 @@ def check_servable(recipe: Recipe, partial: Path) -> None:
             f"{recipe.option} wrote a checkpoint vLLM cannot serve: {exc.message.removeprefix('validation failed: ')}",
             "remove what the message names from the recipe",
         ) from exc
+
+
+@contextlib.contextmanager
+def _release_memory_per_layer(model) -> Iterator[None]:
+    """On the offload engine, hand freed memory back to the OS (host.release_freed_memory) as each decoder layer
+    (the sequential pipeline's unit: the model's `_no_split_modules`) first runs: by then the previous layer's
+    onloaded weights and calibration state are freed, and glibc would otherwise keep them."""
+    host.release_freed_memory()  # what loading and llmcompressor's MoE linearizing left in the heap
+    layers = set(getattr(model, "_no_split_modules", None) or ())
+    seen: set[int] = set()
+
+    def release(module, _args) -> None:
+        if id(module) not in seen:
+            seen.add(id(module))
+            host.release_freed_memory()
+
+    hooks = [m.register_forward_pre_hook(release) for m in model.modules() if type(m).__name__ in layers]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 @contextlib.contextmanager

@@ -4,9 +4,14 @@ model writes, leave nothing behind, and be what `auto` picks only where calibrat
 
 from __future__ import annotations
 
+import ctypes
+import json
+import platform
+from pathlib import Path
+
 import pytest
 
-from quantize import manifest, quantizer, validate
+from quantize import host, manifest, quantizer, validate
 from quantize.recipe import Recipe
 from tests.helpers import ROOT, quantize, read_tensors
 
@@ -57,3 +62,37 @@ def test_scratch_directory_goes_however_the_run_ends(tmp_path):
     stale.mkdir()
     output.remove_stale_partials(target)
     assert not stale.exists()
+
+
+def _private_bytes() -> int:
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("RssAnon:"))
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_freed_heap_memory_goes_back_to_the_os():
+    """What glibc keeps after `free` (blocks below its mmap threshold, with a live one above them) is returned by
+    host.release_freed_memory: the offload engine's layer-by-layer growth came from this retention."""
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    blocks = [libc.malloc(64 * 1024) for _ in range(4096)]  # 256 MiB below the 128 KiB default mmap threshold
+    for block in blocks:
+        ctypes.memset(block, 1, 64 * 1024)
+    pinned = libc.malloc(64 * 1024)  # keeps the heap's top in use, so free() alone cannot shrink it
+    for block in blocks:
+        libc.free(block)
+    before = _private_bytes()
+    host.release_freed_memory()
+    after = _private_bytes()
+    libc.free(pinned)
+    assert before - after > 128 * 2**20, (before, after)
+
+
+def test_offload_releases_freed_memory_once_per_decoder_layer(tiny_deepseek, calibration_jsonl, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(host, "release_freed_memory", lambda: calls.append(1))
+    quantize(tiny_deepseek, tmp_path / "out", engine="offload", method="gptq", scheme="groupwise",
+             calibration=str(calibration_jsonl), calibration_seq_len=64)  # fmt: skip
+    layers = json.loads((tiny_deepseek / "config.json").read_text())["num_hidden_layers"]
+    assert len(calls) == 1 + layers  # after loading, then as each decoder layer first runs
