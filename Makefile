@@ -9,7 +9,7 @@ dockerfile_arg = $(shell sed -n 's/^ARG $(1)=//p' Dockerfile | head -n 1)
 
 #:@ Quantize
 MODEL           ?=#: Hub id or local directory (quantize, eval, bench)
-METHOD          ?= mse#: minmax | mse (the seed's) | gptq | imatrix (calibrated; docs/quality.md)
+METHOD          ?= mse#: minmax | mse (the seed's) | gptq | imatrix | awq-gptq (calibrated; docs/quality.md)
 RECIPE          ?=#: an llmcompressor recipe file instead of METHOD/SCHEME/GROUPSIZE, e.g. recipes/awq-mse-g32.yaml
 SCHEME          ?= channelwise#: channelwise | groupwise
 GROUPSIZE       ?= 32#: group size for SCHEME=groupwise

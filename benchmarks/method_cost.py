@@ -41,8 +41,9 @@ METHODS = {
     "imatrix": ["--method", "imatrix", "--scheme", "groupwise"],
     "gptq": ["--method", "gptq", "--scheme", "groupwise"],
     "awq": ["--recipe", str(ROOT / "recipes" / "deepseek-v2-awq-mse-g32.yaml")],
+    "awq-gptq": ["--method", "awq-gptq", "--scheme", "groupwise"],
 }
-CALIBRATED = ("imatrix", "gptq", "awq")
+CALIBRATED = ("imatrix", "gptq", "awq", "awq-gptq")
 ENGINES = ("auto", "load", "offload", "stream")
 
 

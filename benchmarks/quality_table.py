@@ -1,10 +1,10 @@
 """The quality table: what each method costs on a real model, every figure from one run of this script.
 
-For each variant (minmax/mse x channelwise/groupwise-32; gptq, imatrix and the AWQ recipe at groupwise-32) it runs
-the real CLI as a user would: `python -m quantize MODEL ...` (wall time and peak RSS from the checkpoint's
-manifest), then `python -m quantize eval DIR --reference MODEL` (perplexity through vLLM, top-1 agreement, KL),
-and scores the same checkpoint on the PyTorch reference path (`benchmarks.weight_error.perplexity`: int4 weights
-dequantized, int8 per-token activations, float32). The bf16 rows are the source's own perplexities.
+For each variant (minmax/mse x channelwise/groupwise-32; gptq, imatrix, the AWQ recipe and awq-gptq at
+groupwise-32) it runs the real CLI as a user would: `python -m quantize MODEL ...` (wall time and peak RSS from the
+checkpoint's manifest), then `python -m quantize eval DIR --reference MODEL` (perplexity through vLLM, top-1
+agreement, KL), and scores the same checkpoint on the PyTorch reference path (`benchmarks.weight_error.perplexity`:
+int4 weights dequantized, int8 per-token activations, float32). The bf16 rows are the source's own perplexities.
 
     python -m benchmarks.quality_table --model models/smollm2-135m --calibration models/wikipedia.jsonl \
         --markdown docs/quality-table.md [--max-windows 4] [--variants ...] [--reference-only]
@@ -33,6 +33,7 @@ VARIANTS = {
     "gptq g32": ["--method", "gptq", *G32, *CALIBRATED],
     "imatrix g32": ["--method", "imatrix", *G32, *CALIBRATED],
     "awq g32 (recipes/awq-mse-g32.yaml)": ["--recipe", "recipes/awq-mse-g32.yaml", *CALIBRATED],
+    "awq-gptq g32": ["--method", "awq-gptq", *G32, *CALIBRATED],
 }
 
 

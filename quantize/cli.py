@@ -74,7 +74,7 @@ def quantize_parser() -> argparse.ArgumentParser:
         "output, a decoder layer in RAM at a time (any method); load: the seed's way, the whole model in RAM; "
         "auto: offload for calibrated methods, else stream where it applies (all give the same output)",
     )
-    calib = p.add_argument_group("calibration (--method gptq or imatrix, --recipe)")
+    calib = p.add_argument_group("calibration (--method gptq, imatrix or awq-gptq; --recipe)")
     calib.add_argument(
         "--calibration",
         default="builtin:calibration",

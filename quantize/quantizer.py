@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import card, hashing, host, manifest, output, shapes, source, stream
 from .errors import QuantizeError, warn
-from .recipe import Recipe
+from .recipe import GPTQ_METHODS, Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,9 @@ class _Work:
     timer: manifest.Timer
     arguments: dict  # the manifest's `arguments`; the engines add what they learn (calibration, shard counts)
     hashes: Future  # sha256 of the source files, computed beside the quantization (hashlib releases the GIL)
+    # the loaded model's class name and whether it is MoE: what AWQ's mappings depend on (Recipe.modifiers)
+    architecture: str = ""
+    moe: bool = False
 
     @contextlib.contextmanager
     def output(self, resumable: bool = False) -> Iterator[Path]:
@@ -72,7 +75,7 @@ class _Work:
         job = self.job
         with output.atomic_directory(self.target, overwrite=job.overwrite, resumable=resumable) as partial:
             yield partial
-            (partial / card.RECIPE).write_text(job.recipe.yaml())
+            (partial / card.RECIPE).write_text(job.recipe.yaml(self.architecture, self.moe))
             source_info = {"model_id": job.model_id, "revision": self.src.revision or job.revision,
                            "local": self.src.is_local, "licence": card.source_licence(self.src.path),
                            "files": self.hashes.result()}  # fmt: skip
@@ -158,6 +161,7 @@ def _load(work: _Work, offload_dir: Path | None = None) -> None:
     decoder layer at a time while it calibrates."""
     import torch
     from llmcompressor import oneshot
+    from llmcompressor.modifiers.utils.pytorch_helpers import is_moe_model
     from transformers import AutoTokenizer
 
     job = work.job
@@ -170,12 +174,13 @@ def _load(work: _Work, offload_dir: Path | None = None) -> None:
             if source.has_tokenizer(work.src.path)
             else None
         )
+    work.architecture, work.moe = type(model).__name__, is_moe_model(model)
     calibration = _calibration(work, model, tokenizer) if job.recipe.calibrated else {}
     trim = _release_memory_per_layer(model) if offload_dir else contextlib.nullcontext()
     with work.output() as partial, work.timer("quantize"), torch.no_grad(), _no_pinning_without_accelerator(), trim:
         model = oneshot(
             model=model,
-            recipe=job.recipe.modifiers(),
+            recipe=job.recipe.modifiers(work.architecture, work.moe),
             tokenizer=tokenizer,
             trust_remote_code_model=job.trust_remote_code,
             **calibration,
@@ -271,7 +276,7 @@ def _calibration(work: _Work, model, tokenizer) -> dict:
     work.arguments["calibration"] = {"source": job.calibration, "samples": len(dataset), "tokens": tokens,
                                      "seq_len": job.calibration_seq_len}  # fmt: skip
     logger.info("Calibrating on %d windows (%d tokens) of %s", len(dataset), tokens, job.calibration)
-    if job.recipe.method == "gptq" and (warning := calibration_warning(tokens, widest_input(model, job.recipe))):
+    if job.recipe.method in GPTQ_METHODS and (warning := calibration_warning(tokens, widest_input(model, job.recipe))):
         logger.warning(warning)
     return {"dataset": dataset, "num_calibration_samples": len(dataset), "max_seq_length": job.calibration_seq_len,
             "shuffle_calibration_samples": False}  # fmt: skip

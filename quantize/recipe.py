@@ -7,6 +7,7 @@ Everything here is pure (no model, no I/O), so tests and the other modules share
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 SEED_METHODS = ("minmax", "mse")  # data-free observers, the seed's two choices
@@ -18,10 +19,20 @@ SEED_METHODS = ("minmax", "mse")  # data-free observers, the seed's two choices
 #   minimizes the layer's output error rather than the weights'. Plain rounding otherwise: cheap, one statistic
 #   per input channel, so little text suffices. The grid below (squared error, 200 steps, shrink down to 40 % of
 #   the max) beat the observer's defaults on SmolLM2-135M (docs/quality.md).
-CALIBRATED_METHODS = ("gptq", "imatrix")
+# - awq-gptq: llmcompressor's AWQ smoothing, then gptq. AWQ is a transform: for each norm (or Linear) that feeds
+#   Linears, it divides its output channels by s and multiplies the matching input columns of the Linears it feeds
+#   by s (the product is unchanged), s = E|x|^r (times a weight-magnitude term) with r picked by a grid search that
+#   fake-quantizes the fed Linears with min-max under this scheme; so salient input channels get finer steps. Then
+#   GPTQ rounds the smoothed weights. MoE models are never smoothed at a router's input (awq_mappings).
+CALIBRATED_METHODS = ("gptq", "imatrix", "awq-gptq")
 METHODS = SEED_METHODS + CALIBRATED_METHODS
-OBSERVERS = {"gptq": "mse", "imatrix": "imatrix_mse"}
+GPTQ_METHODS = ("gptq", "awq-gptq")  # rounded by GPTQModifier (a Hessian per Linear, so calibration-hungry)
+OBSERVERS = {"gptq": "mse", "imatrix": "imatrix_mse", "awq-gptq": "mse"}
 IMATRIX_OBSERVER_KWARGS = {"norm": 2.0, "grid": 200, "maxshrink": 0.6, "patience": 40}
+AWQ_N_GRID = 10  # grid points of AWQ's scale search, llmcompressor's default halved: each is a forward pass
+# The norm that feeds a decoder layer's MLP: in an MoE layer it also feeds the router, so it is never smoothed there
+MLP_INPUT_NORM = "post_attention_layernorm"
+ROUTER_NAME = re.compile(r"(gate|router)\$?$")  # an AWQ balance pattern naming a router: `mlp.gate$`, not gate_proj
 # Recipe-file modifiers that rotate weights with compressed-tensors transforms: these cannot run on offloaded
 # weights (compressed-tensors 0.19 builds them on the weights' offload device, "disk"), so they load the model.
 ROTATION_MODIFIERS = ("QuIPModifier", "SpinQuantModifier")
@@ -176,7 +187,7 @@ class Recipe:
             output_activations=None,
         )
 
-    def yaml(self) -> str:
+    def yaml(self, architecture: str = "", moe: bool = False) -> str:
         """The modifier as an llmcompressor recipe file: `oneshot(model=..., recipe="recipe.yaml")` applies it.
         A recipe file is kept as the user wrote it (llmcompressor cannot read back every recipe it writes: AWQ's
         defaults serialize as Python objects); `modifiers()` adds the router ignores when applying it."""
@@ -184,11 +195,16 @@ class Recipe:
             return self.file_text
         from llmcompressor.recipe import Recipe as LlmcompressorRecipe
 
-        return LlmcompressorRecipe.from_modifiers(self.modifiers()).yaml()
+        return LlmcompressorRecipe.from_modifiers(self.modifiers(architecture, moe)).yaml()
 
-    def modifiers(self) -> list:
-        """What `oneshot` applies: the seed's one modifier, or a recipe file's modifiers with the router gates
-        (and optionally experts) added to every quantizing modifier's ignore list."""
+    def modifiers(self, architecture: str = "", moe: bool = False) -> list:
+        """What `oneshot` applies: the seed's one modifier (after AWQ for awq-gptq, whose mappings depend on the
+        model's class name and whether it is MoE), or a recipe file's modifiers with the router gates (and
+        optionally experts) added to every quantizing modifier's ignore list."""
+        if self.method == "awq-gptq":
+            from llmcompressor.modifiers.transform.awq import AWQModifier
+
+            return [AWQModifier(mappings=awq_mappings(architecture, moe), n_grid=AWQ_N_GRID), self.modifier()]
         if not self.file:
             return [self.modifier()]
         return [
@@ -202,12 +218,31 @@ class Recipe:
     def modifier(self):
         """The seed's QuantizationModifier (GPTQModifier for gptq: same scheme), router gates (and optionally
         experts) ignored."""
-        if self.method == "gptq":
+        if self.method in GPTQ_METHODS:
             from llmcompressor.modifiers.gptq import GPTQModifier as Modifier
         else:
             from llmcompressor.modifiers.quantization.quantization import QuantizationModifier as Modifier
 
         return Modifier(config_groups={"group_0": self.scheme_object()}, ignore=self.ignore)
+
+
+def awq_mappings(architecture: str, moe: bool) -> list:
+    """llmcompressor's AWQ mappings for a model class (its registry; the generic Llama-style list for classes it
+    does not know), less, for MoE models, every mapping that smooths the MLP's input norm or balances a router:
+    that norm feeds the router too, and routing must see the source's activations (llmcompressor's lists for
+    DeepSeek-V2 smooth it without balancing the router; others fold the scale into the router's weight, exact only
+    up to rounding). What remains on DeepSeek-V2: the attention input norm, the two MLA latent norms and every
+    up_proj into its down_proj, as in recipes/deepseek-v2-awq-mse-g32.yaml."""
+    from llmcompressor.modifiers.transform.awq import AWQ_MAPPING_REGISTRY, default_mappings
+
+    mappings = AWQ_MAPPING_REGISTRY.get(architecture, default_mappings)
+    if not moe:
+        return list(mappings)
+    return [
+        m
+        for m in mappings
+        if MLP_INPUT_NORM not in m.smooth_layer and not any(ROUTER_NAME.search(b) for b in m.balance_layers)
+    ]
 
 
 def parse_modifiers(text: str) -> list:

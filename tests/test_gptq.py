@@ -1,5 +1,6 @@
-"""The calibrated methods on the tiny models: real llmcompressor GPTQ (`--method gptq`) and the importance-matrix
-observer (`--method imatrix`), calibration text from every kind of source."""
+"""The calibrated methods on the tiny models: real llmcompressor GPTQ (`--method gptq`), the importance-matrix
+observer (`--method imatrix`) and AWQ smoothing then GPTQ (`--method awq-gptq`), calibration text from every kind
+of source."""
 
 from __future__ import annotations
 
@@ -69,6 +70,36 @@ def test_imatrix_on_moe_quantizes_every_expert(tiny_deepseek, calibration_jsonl,
 @pytest.mark.vllm
 def test_imatrix_checkpoint_passes_the_reference_check(imatrix):
     code, report, stderr = faults.smoke(str(imatrix), "--reference", timeout=600)
+    assert code == 0, stderr[-3000:]
+    assert report["agreement"]["passed"] and report["layers"]["w4a8_linear_layers"] > 0
+
+
+@pytest.fixture(scope="module")
+def awq_gptq_moe(tiny_deepseek, calibration_jsonl, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("awq-gptq") / "moe"
+    return quantize(tiny_deepseek, out, method="awq-gptq", scheme="groupwise", engine="offload",
+                    calibration=str(calibration_jsonl), calibration_seq_len=64)  # fmt: skip
+
+
+def test_awq_gptq_on_moe_smooths_everything_but_the_router_input(awq_gptq_moe, tiny_deepseek):
+    """DeepSeek-V2: AWQ folds its scales into the attention's input norm (changed), never into the MLP's input
+    norm, which also feeds the router (bit-identical to the source); GPTQ then quantizes every expert."""
+    assert validate.validate(awq_gptq_moe)["valid"] and checkpoint.has_quantized_experts(awq_gptq_moe)
+    source, out = read_tensors(tiny_deepseek), read_tensors(awq_gptq_moe)
+    mlp_norms = [k for k in source if k.endswith("post_attention_layernorm.weight")]
+    attention_norms = [k for k in source if k.endswith(".input_layernorm.weight")]
+    assert mlp_norms and all(out[k].equal(source[k]) for k in mlp_norms)
+    assert [k for k in attention_norms if not out[k].equal(source[k])], "AWQ smoothed no attention input"
+    recipe = (awq_gptq_moe / "recipe.yaml").read_text()
+    assert "AWQModifier" in recipe and "GPTQModifier" in recipe and "post_attention_layernorm" not in recipe
+    assert manifest.read(awq_gptq_moe)["arguments"]["method"] == "awq-gptq"
+
+
+@pytest.mark.vllm
+def test_awq_gptq_checkpoint_passes_the_reference_check(tiny_llama, calibration_jsonl, tmp_path):
+    out = quantize(tiny_llama, tmp_path / "awq-gptq", method="awq-gptq", scheme="groupwise", engine="offload",
+                   calibration=str(calibration_jsonl), calibration_seq_len=64)  # fmt: skip
+    code, report, stderr = faults.smoke(str(out), "--reference", timeout=600)
     assert code == 0, stderr[-3000:]
     assert report["agreement"]["passed"] and report["layers"]["w4a8_linear_layers"] > 0
 

@@ -22,6 +22,7 @@ CASES = {
     "llama-gptq-g32": ("tiny_llama", {"method": "gptq", "scheme": "groupwise"}),
     "deepseek-imatrix-g32": ("tiny_deepseek", {"method": "imatrix", "scheme": "groupwise"}),
     "deepseek-awq-recipe": ("tiny_deepseek", {"recipe_file": RECIPES / "deepseek-v2-awq-mse-g32.yaml"}),
+    "deepseek-awq-gptq-g32": ("tiny_deepseek", {"method": "awq-gptq", "scheme": "groupwise"}),
 }
 
 
@@ -46,6 +47,7 @@ def test_auto_offloads_calibrated_methods_only(tiny_llama, tmp_path):
         return quantizer.choose_engine(job, tiny_llama)
 
     assert chosen("auto", method="gptq") == chosen("auto", method="imatrix") == "offload"
+    assert chosen("auto", method="awq-gptq") == "offload"
     assert chosen("auto", method="mse") == "stream" and chosen("offload", method="mse") == "offload"
     assert chosen("load", method="gptq") == "load"
 
@@ -72,7 +74,8 @@ def _private_bytes() -> int:
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_freed_heap_memory_goes_back_to_the_os():
     """What glibc keeps after `free` (blocks below its mmap threshold, with a live one above them) is returned by
-    host.release_freed_memory: the offload engine's layer-by-layer growth came from this retention."""
+    host.release_freed_memory (after llmcompressor's linearize_moe on the 3-layer V2-Lite-shaped slice, RssAnon fell
+    from 1.42 to 0.34 GB with it: 57fcdea)."""
     libc = ctypes.CDLL(None)
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]

@@ -7,7 +7,7 @@ from compressed_tensors.quantization import QuantizationScheme
 from compressed_tensors.quantization.quant_args import QuantizationArgs, QuantizationStrategy, QuantizationType
 
 from quantize.cli import quantize_parser
-from quantize.recipe import EXPERTS_PATTERN, IMATRIX_OBSERVER_KWARGS, OBSERVERS, Recipe
+from quantize.recipe import AWQ_N_GRID, EXPERTS_PATTERN, IMATRIX_OBSERVER_KWARGS, OBSERVERS, Recipe, awq_mappings
 
 
 def seed_scheme(method: str, scheme: str, groupsize: int) -> QuantizationScheme:
@@ -100,6 +100,32 @@ def test_imatrix_is_the_seed_scheme_with_an_activation_weighted_observer():
     assert ours == seed
     modifier = imatrix.modifier()
     assert type(modifier).__name__ == "QuantizationModifier" and modifier.ignore == imatrix.ignore
+
+
+def test_awq_gptq_smooths_then_runs_gptq_under_the_seeds_scheme_and_name():
+    recipe = Recipe(method="awq-gptq", scheme="groupwise", groupsize=32)
+    assert recipe.calibrated and recipe.output_name("org/SmolLM2-135M") == "SmolLM2-135M-w4a8dyn-awq-gptq-groupwise-g32"
+    awq, gptq = recipe.modifiers("LlamaForCausalLM", moe=False)
+    assert (type(awq).__name__, type(gptq).__name__) == ("AWQModifier", "GPTQModifier")
+    assert awq.n_grid == AWQ_N_GRID and gptq.ignore == recipe.ignore
+    assert recipe.scheme_object().model_dump() == seed_scheme("mse", "groupwise", 32).model_dump()
+    assert "AWQModifier" in recipe.yaml("LlamaForCausalLM") and "GPTQModifier" in recipe.yaml("LlamaForCausalLM")
+
+
+@pytest.mark.parametrize("architecture", ["DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "Qwen3MoeForCausalLM",
+                                          "MixtralForCausalLM"])  # fmt: skip
+def test_awq_mappings_of_moe_models_leave_the_router_input_alone(architecture):
+    """llmcompressor smooths the MLP's input norm of MoE models (for DeepSeek-V2 without even folding the scale
+    into the router): in an MoE layer that norm feeds the router, so those mappings are dropped, and no router is
+    ever a balance layer. The attention's and the experts' own mappings stay."""
+    mappings = awq_mappings(architecture, moe=True)
+    assert all("post_attention_layernorm" not in m.smooth_layer for m in mappings)
+    balanced = [b for m in mappings for b in m.balance_layers]
+    assert not [b for b in balanced if b.endswith(("gate$", "router$"))]
+    assert "re:.*up_proj$" in [m.smooth_layer for m in mappings]  # each expert's up_proj into its down_proj
+    assert any("input_layernorm" in m.smooth_layer for m in mappings)
+    dense = awq_mappings("LlamaForCausalLM", moe=False)
+    assert any("post_attention_layernorm" in m.smooth_layer for m in dense)  # dense models keep it
 
 
 def test_ignore_list():

@@ -3,7 +3,7 @@
 Run by `make test-arm64` (tests/arm64/run.sh) with an aarch64 Python: natively on an arm64 host, or inside
 the emulated environment of tests/arm64/emulated.sh on x86_64 (ARM64_CPU: QEMU's CPU). For minmax channelwise
 and groupwise-32 it runs the real CLI (`python -m quantize`, `validate`, `smoke`), and likewise for the
-calibrated methods and recipe files (imatrix and gptq groupwise-32, and the MoE-safe AWQ recipe
+calibrated methods and recipe files (imatrix, gptq and awq-gptq groupwise-32, and the MoE-safe AWQ recipe
 recipes/deepseek-v2-awq-mse-g32.yaml), and for the tiny Llama channelwise and groupwise-32 (`--variants`
 picks), and checks that
 
@@ -60,6 +60,7 @@ VARIANTS = {  # name -> (tiny model, quantize options)
     "imatrix-groupwise-32": ("deepseek_v2", ["--method", "imatrix", "--scheme", "groupwise", *CALIBRATION]),
     "gptq-groupwise-32": ("deepseek_v2", ["--method", "gptq", "--scheme", "groupwise", *CALIBRATION]),
     "awq-recipe": ("deepseek_v2", ["--recipe", "recipes/deepseek-v2-awq-mse-g32.yaml", *CALIBRATION]),
+    "awq-gptq-groupwise-32": ("deepseek_v2", ["--method", "awq-gptq", "--scheme", "groupwise", *CALIBRATION]),
     "llama-minmax-channelwise": ("llama", MINMAX_CW),
     "llama-minmax-groupwise-32": ("llama", MINMAX_G32),
 }
