@@ -74,7 +74,10 @@ def same_tensors(first: Path, second: Path) -> bool:
 
 
 def extrapolate(small: dict, large: dict, layers: tuple[int, int], key: str) -> float:
+    """Linear in the layer count; a peak (rss, private) that did not grow is held, not extrapolated downward."""
     per_layer = (large[key] - small[key]) / (layers[1] - layers[0])
+    if key != "seconds":
+        per_layer = max(per_layer, 0.0)
     return small[key] + (V2_LITE_LAYERS - layers[0]) * per_layer
 
 
