@@ -67,11 +67,16 @@ def test_imatrix_on_moe_quantizes_every_expert(tiny_deepseek, calibration_jsonl,
     assert report["valid"] and checkpoint.has_quantized_experts(out)
 
 
-@pytest.mark.vllm
-def test_imatrix_checkpoint_passes_the_reference_check(imatrix):
-    code, report, stderr = faults.smoke(str(imatrix), "--reference", timeout=600)
+def assert_passes_reference_check(directory: Path) -> None:
+    """`smoke --reference` exits 0, its vLLM-vs-reference agreement passed, and it ran W4A8 Linear layers."""
+    code, report, stderr = faults.smoke(str(directory), "--reference", timeout=600)
     assert code == 0, stderr[-3000:]
     assert report["agreement"]["passed"] and report["layers"]["w4a8_linear_layers"] > 0
+
+
+@pytest.mark.vllm
+def test_imatrix_checkpoint_passes_the_reference_check(imatrix):
+    assert_passes_reference_check(imatrix)
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +104,7 @@ def test_awq_gptq_on_moe_smooths_everything_but_the_router_input(awq_gptq_moe, t
 def test_awq_gptq_checkpoint_passes_the_reference_check(tiny_llama, calibration_jsonl, tmp_path):
     out = quantize(tiny_llama, tmp_path / "awq-gptq", method="awq-gptq", scheme="groupwise", engine="offload",
                    calibration=str(calibration_jsonl), calibration_seq_len=64)  # fmt: skip
-    code, report, stderr = faults.smoke(str(out), "--reference", timeout=600)
-    assert code == 0, stderr[-3000:]
-    assert report["agreement"]["passed"] and report["layers"]["w4a8_linear_layers"] > 0
+    assert_passes_reference_check(out)
 
 
 def test_gptq_cannot_stream(tiny_llama, tmp_path, capsys):
