@@ -34,6 +34,8 @@ VARIANTS = {
     "imatrix g32": ["--method", "imatrix", *G32, *CALIBRATED],
     "awq g32 (recipes/awq-mse-g32.yaml)": ["--recipe", "recipes/awq-mse-g32.yaml", *CALIBRATED],
     "awq-gptq g32": ["--method", "awq-gptq", *G32, *CALIBRATED],
+    "awq-gptq g32 grid-20": ["--method", "awq-gptq", "--awq-grid", "20", *G32, *CALIBRATED],
+    "awq-gptq g32 32-windows": ["--method", "awq-gptq", *G32, "--calibration-samples", "32", "--dtype", "float32"],
 }
 
 

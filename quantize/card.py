@@ -52,6 +52,8 @@ def quantize_command(info: dict) -> list[str]:
         argv += ["--method", args["method"], "--scheme", args["scheme"]]
         if args.get("groupsize"):
             argv += ["--groupsize", str(args["groupsize"])]
+        if args.get("awq_grid", recipe.AWQ_N_GRID) != recipe.AWQ_N_GRID:
+            argv += ["--awq-grid", str(args["awq_grid"])]
     if args.get("skip_experts"):
         argv.append("--skip-experts")
     built_in = set(recipe.DEFAULT_IGNORE) | {recipe.EXPERTS_PATTERN}

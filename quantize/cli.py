@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import QuantizeError
 from .quantizer import DTYPES
-from .recipe import DEFAULT_GROUPSIZE, METHODS, SCHEMES
+from .recipe import AWQ_N_GRID, DEFAULT_GROUPSIZE, METHODS, SCHEMES
 
 
 def quantize_parser() -> argparse.ArgumentParser:
@@ -84,6 +84,14 @@ def quantize_parser() -> argparse.ArgumentParser:
     )
     calib.add_argument("--calibration-samples", type=int, default=128, help="at most N windows (default 128)")
     calib.add_argument("--calibration-seq-len", type=int, default=512, help="tokens per window (default 512)")
+    calib.add_argument(
+        "--awq-grid",
+        type=int,
+        default=AWQ_N_GRID,
+        metavar="N",
+        help=f"awq-gptq: points of AWQ's scale search, each a forward pass per layer (default {AWQ_N_GRID}; "
+        "docs/quality.md has what more buys)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -263,8 +271,10 @@ def _quantize(args: argparse.Namespace) -> Path:
     if args.recipe:
         from . import recipe_file
 
-        if args.method != "mse" or args.groupsize != DEFAULT_GROUPSIZE:
-            raise QuantizeError("--recipe sets the method and group size itself", "drop --method and --groupsize")
+        if args.method != "mse" or args.groupsize != DEFAULT_GROUPSIZE or args.awq_grid != AWQ_N_GRID:
+            raise QuantizeError(
+                "--recipe sets the method, group size and AWQ grid itself", "drop --method, --groupsize and --awq-grid"
+            )
         recipe = recipe_file.load(args.recipe, skip_experts=args.skip_experts, extra_ignore=tuple(args.ignore))
     else:
         try:
@@ -274,6 +284,7 @@ def _quantize(args: argparse.Namespace) -> Path:
                 groupsize=args.groupsize,
                 skip_experts=args.skip_experts,
                 extra_ignore=tuple(args.ignore),
+                awq_grid=args.awq_grid,
             )
         except ValueError as exc:
             raise QuantizeError(str(exc), "see python -m quantize --help") from exc

@@ -66,6 +66,7 @@ class Recipe:
     groupsize: int = DEFAULT_GROUPSIZE
     skip_experts: bool = False
     extra_ignore: tuple[str, ...] = field(default_factory=tuple)
+    awq_grid: int = AWQ_N_GRID  # awq-gptq only: grid points of AWQ's scale search (--awq-grid)
     # --recipe FILE (recipe_file.py): the file's name and text; method is FILE_METHOD, scheme and groupsize are
     # read from the file, and its modifiers replace the seed's
     file: str | None = None
@@ -80,6 +81,10 @@ class Recipe:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
         if self.groupsize <= 0:
             raise ValueError(f"groupsize must be positive, got {self.groupsize}")
+        if self.awq_grid != AWQ_N_GRID and self.method != "awq-gptq":
+            raise ValueError(f"--awq-grid applies to --method awq-gptq only, not {self.option}")
+        if not 2 <= self.awq_grid <= 100:
+            raise ValueError(f"--awq-grid must be between 2 and 100, got {self.awq_grid}")
 
     @property
     def calibrated(self) -> bool:
@@ -146,6 +151,7 @@ class Recipe:
             "skip_experts": self.skip_experts,
             "ignore": self.ignore,
             "observer": self.observer,
+            **({"awq_grid": self.awq_grid} if self.method == "awq-gptq" else {}),
             **({"recipe_file": self.file} if self.file else {}),
         }
 
@@ -204,7 +210,7 @@ class Recipe:
         if self.method == "awq-gptq":
             from llmcompressor.modifiers.transform.awq import AWQModifier
 
-            return [AWQModifier(mappings=awq_mappings(architecture, moe), n_grid=AWQ_N_GRID), self.modifier()]
+            return [AWQModifier(mappings=awq_mappings(architecture, moe), n_grid=self.awq_grid), self.modifier()]
         if not self.file:
             return [self.modifier()]
         return [

@@ -6,6 +6,7 @@ import pytest
 from compressed_tensors.quantization import QuantizationScheme
 from compressed_tensors.quantization.quant_args import QuantizationArgs, QuantizationStrategy, QuantizationType
 
+from quantize.card import quantize_command
 from quantize.cli import quantize_parser
 from quantize.recipe import AWQ_N_GRID, EXPERTS_PATTERN, IMATRIX_OBSERVER_KWARGS, OBSERVERS, Recipe, awq_mappings
 
@@ -111,6 +112,20 @@ def test_awq_gptq_smooths_then_runs_gptq_under_the_seeds_scheme_and_name():
     assert recipe.scheme_object().model_dump() == seed_scheme("mse", "groupwise", 32).model_dump()
     assert "AWQModifier" in recipe.yaml("LlamaForCausalLM") and "GPTQModifier" in recipe.yaml("LlamaForCausalLM")
 
+
+
+def test_awq_grid_reaches_awq_and_the_cards_command_and_only_awq_gptq_takes_it():
+    recipe = Recipe(method="awq-gptq", scheme="groupwise", groupsize=32, awq_grid=20)
+    assert recipe.modifiers("LlamaForCausalLM", moe=False)[0].n_grid == 20
+    assert recipe.output_name("m") == Recipe(method="awq-gptq", scheme="groupwise", groupsize=32).output_name("m")
+    info = {"arguments": recipe.as_dict(), "source": {"model_id": "m", "local": True}}
+    argv = quantize_command(info)
+    assert quantize_parser().parse_args(argv[3:]).awq_grid == 20
+    assert "--awq-grid" not in quantize_command({**info, "arguments": Recipe(method="awq-gptq").as_dict()})
+    with pytest.raises(ValueError, match="--awq-grid applies to --method awq-gptq only"):
+        Recipe(method="gptq", awq_grid=20)
+    with pytest.raises(ValueError, match="between 2 and 100"):
+        Recipe(method="awq-gptq", awq_grid=0)
 
 @pytest.mark.parametrize("architecture", ["DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "Qwen3MoeForCausalLM",
                                           "MixtralForCausalLM"])  # fmt: skip

@@ -104,7 +104,7 @@ def test_recipe_option_conflicts(capsys, tiny_llama, tmp_path):
     both = run_main(capsys, tiny_llama, "--recipe", recipe, "--scheme", "groupwise")
     assert both.returncode == 2 and "not allowed with" in both.stderr
     method = run_main(capsys, tiny_llama, "--recipe", recipe, "--method", "gptq")
-    assert method.returncode == 2 and "--recipe sets the method and group size itself" in method.stderr
+    assert method.returncode == 2 and "--recipe sets the method, group size and AWQ grid itself" in method.stderr
     missing = run_main(capsys, tiny_llama, "--recipe", tmp_path / "nope.yaml")
     assert missing.returncode == 2 and "no such file" in missing.stderr
     neither = run_main(capsys, tiny_llama)
