@@ -113,7 +113,6 @@ def test_awq_gptq_smooths_then_runs_gptq_under_the_seeds_scheme_and_name():
     assert "AWQModifier" in recipe.yaml("LlamaForCausalLM") and "GPTQModifier" in recipe.yaml("LlamaForCausalLM")
 
 
-
 def test_awq_grid_reaches_awq_and_the_cards_command_and_only_awq_gptq_takes_it():
     recipe = Recipe(method="awq-gptq", scheme="groupwise", groupsize=32, awq_grid=20)
     assert recipe.modifiers("LlamaForCausalLM", moe=False)[0].n_grid == 20
@@ -126,6 +125,7 @@ def test_awq_grid_reaches_awq_and_the_cards_command_and_only_awq_gptq_takes_it()
         Recipe(method="gptq", awq_grid=20)
     with pytest.raises(ValueError, match="between 2 and 100"):
         Recipe(method="awq-gptq", awq_grid=0)
+
 
 @pytest.mark.parametrize("architecture", ["DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "Qwen3MoeForCausalLM",
                                           "MixtralForCausalLM"])  # fmt: skip
