@@ -27,9 +27,13 @@ start() {
   local name=$1 port=$2 image=$3 t0 state
   shift 3
   "$DOCKER" rm -f "$name" >/dev/null 2>&1 || true
+  # In the container the server listens on 0.0.0.0, which `serve` refuses without a key; here the port is
+  # published on the host's 127.0.0.1 only, as `make serve` on the host listens, so no key is allowed explicitly.
+  local open=()
+  [[ -n ${VLLM_API_KEY:-} ]] || open=(--allow-no-api-key)
   # shellcheck disable=SC2086  # DOCKER_ARGS is a list of options
   "$DOCKER" run -d --name "$name" -p "127.0.0.1:$port:8000" -e VLLM_API_KEY ${DOCKER_ARGS:-} \
-    "$image" serve "$@" --host 0.0.0.0 --port 8000 >/dev/null
+    "$image" serve "$@" --host 0.0.0.0 --port 8000 "${open[@]}" >/dev/null
   t0=$SECONDS
   while ((SECONDS - t0 < SERVE_TIMEOUT)); do
     state=$("$DOCKER" inspect -f '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' "$name")

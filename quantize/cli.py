@@ -233,6 +233,11 @@ def serve_parser() -> argparse.ArgumentParser:
         "(default: that variable, else auto)",
     )
     p.add_argument("--api-key-file", help="file holding the API key (or set VLLM_API_KEY / VLLM_API_KEY_FILE)")
+    p.add_argument(
+        "--allow-no-api-key",
+        action="store_true",
+        help="serve a --host other than loopback without an API key (refused otherwise): for networks you control",
+    )
     p.add_argument("--served-model-name", help="the model name clients send (default: the directory's name)")
     p.add_argument("--no-tcmalloc", dest="tcmalloc", action="store_false", help="do not preload tcmalloc")
     p.add_argument(

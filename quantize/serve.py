@@ -11,16 +11,20 @@ This module only chooses its options and environment, each overridable:
 - `VLLM_MLA_DISABLE=1` for MLA models whose head size the CPU MLA backend cannot run (it runs 576 only:
   kv_lora_rank 512 + rope 64, as DeepSeek-V2/V3), unless the variable is set;
 - the API key from `VLLM_API_KEY`, `--api-key-file` or `VLLM_API_KEY_FILE`, handed to vLLM in its environment
-  (which vLLM reads), never on a command line, so `ps` and logs do not show it.
+  (which vLLM reads), never on a command line, so `ps` and logs do not show it. A `--host` other than loopback
+  without a key is refused unless `--allow-no-api-key` says that is meant.
 
 Without `--detach` this process becomes the server (exec), so `docker stop` and Ctrl-C reach vLLM directly.
 With `--detach` the server starts in the background and this returns once the model has answered a first
-completion (its pid in `<log>.pid`), or fails with the last error line vLLM logged.
+completion (its pid in `<log>.pid`), or fails with the last error line vLLM logged. If the wait ends any other way
+(timeout, Ctrl-C, SIGTERM or SIGHUP), the server it started is stopped and the pid file removed; only SIGKILL,
+which no process can catch, leaves them (`make serve-stop` then stops the server).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -29,6 +33,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -45,7 +50,7 @@ DEFAULT_READY_TIMEOUT = 1800.0
 MLA_HEAD_SIZE = 576  # the one head size (kv_lora_rank + qk_rope_head_dim) vLLM's CPU MLA backend runs
 LOG_PREFIX = re.compile(r"^\(\w+ pid=\d+\) [A-Z]+ [\d-]+ [\d:]+ \[[^\]]+\] ")  # "(Worker pid=49) ERROR 11-28 ..."
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+STOP_GRACE_S = 30  # how long a server stopped during --detach's wait gets to exit before SIGKILL
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +69,28 @@ def api_key(key_file: str | None) -> str | None:
     if not key:
         raise QuantizeError(f"the API key file {path} is empty", "write the key into it, or drop --api-key-file")
     return key
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only: localhost, 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: reachable from wherever it resolves to
+        return False
+
+
+def check_exposure(host: str, key: str | None, allow_no_api_key: bool) -> None:
+    """Refuse to listen beyond loopback without an API key, unless the user said so (then warn)."""
+    if key or is_loopback(host):
+        return
+    if not allow_no_api_key:
+        raise QuantizeError(
+            f"--host {host} without an API key would let anyone who can reach this machine use the model",
+            "set VLLM_API_KEY or --api-key-file, or pass --allow-no-api-key if the network is yours",
+        )
+    logger.warning("warning: %s is reachable by anyone without an API key (--allow-no-api-key)", host)
 
 
 def mla_unsupported(config: dict) -> bool:
@@ -155,7 +182,7 @@ def wait_ready(
     process: subprocess.Popen, base: str, model: str, key: str | None, timeout: float, log_path: Path
 ) -> tuple[float, float]:
     """Seconds until /health answers and until a first one-token completion does; raises if vLLM exits first
-    (with its last error line) or the time runs out (the server is stopped then)."""
+    (with its last error line), answers with an error, or the time runs out."""
     t0, healthy = time.monotonic(), None
     while time.monotonic() - t0 < timeout:
         if process.poll() is not None:
@@ -171,10 +198,8 @@ def wait_ready(
             if status == 200:
                 return healthy, time.monotonic() - t0
             if status not in (0, 503):
-                stop(process.pid)
                 raise QuantizeError(f"the server answered a first completion with HTTP {status}", f"read {log_path}")
         time.sleep(1)
-    stop(process.pid)
     raise QuantizeError(
         f"vLLM did not answer within {timeout:.0f} s (stopped it)", f"raise --ready-timeout; read {log_path}"
     )
@@ -186,6 +211,55 @@ def stop(pid: int) -> None:
         os.killpg(pid, signal.SIGTERM)
 
 
+class _Signalled(Exception):
+    """SIGTERM or SIGHUP arrived while `serve --detach` waited for its server."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signalled(signum: int, frame) -> None:
+    raise _Signalled(signum)
+
+
+@contextlib.contextmanager
+def _owned(process: subprocess.Popen, pid_file: Path):
+    """While the body runs, `process` belongs to it: any way out but a normal return (an error, Ctrl-C, SIGTERM,
+    SIGHUP) stops the server's process group, waits for it to exit and removes its pid file."""
+    main_thread = threading.current_thread() is threading.main_thread()  # where Python runs signal handlers
+    signals = (signal.SIGTERM, signal.SIGHUP) if main_thread else ()
+    handlers = {sig: signal.signal(sig, _raise_signalled) for sig in signals}
+    try:
+        yield
+    except (_Signalled, KeyboardInterrupt) as exc:
+        _stop_and_forget(process, pid_file)
+        signum = exc.signum if isinstance(exc, _Signalled) else signal.SIGINT
+        raise QuantizeError(
+            f"{signal.Signals(signum).name} while waiting for the server: stopped it (pid {process.pid})",
+            "run serve --detach again",
+            exit_code=128 + signum,
+        ) from None
+    except BaseException:
+        _stop_and_forget(process, pid_file)
+        raise
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _stop_and_forget(process: subprocess.Popen, pid_file: Path) -> None:
+    """Stop the server's process group, give it STOP_GRACE_S to exit (then SIGKILL), remove its pid file."""
+    stop(process.pid)
+    try:
+        process.wait(STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    pid_file.unlink(missing_ok=True)
+
+
 def run(
     directory: str | Path,
     host: str = "127.0.0.1",
@@ -194,6 +268,7 @@ def run(
     kv_cache_gib: float | None = None,
     threads_bind: str | None = None,
     api_key_file: str | None = None,
+    allow_no_api_key: bool = False,
     served_model_name: str | None = None,
     tcmalloc: bool = True,
     eager: bool = False,
@@ -203,13 +278,12 @@ def run(
     vllm_args: list[str] | None = None,
     dtype: str = "auto",
 ) -> dict:
+    key = api_key(api_key_file)
+    check_exposure(host, key, allow_no_api_key)
     directory = Path(directory).absolute()
     smoke.check_runnable(directory)
     vllm_dtype = vllm_engine.resolve_dtype(directory, dtype)
     config = checkpoint.read_config(directory)
-    key = api_key(api_key_file)
-    if key is None and host not in LOOPBACK:
-        logger.warning("warning: %s is reachable by anyone without an API key (fix: set VLLM_API_KEY)", host)
     name = served_model_name or directory.name
     length = max_model_len or min(DEFAULT_MAX_MODEL_LEN, config.get("max_position_embeddings", DEFAULT_MAX_MODEL_LEN))
     argv = command(
@@ -237,14 +311,11 @@ def run(
             argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     pid_file = log_path.with_suffix(".pid")  # what `make serve-stop` stops (the process group)
-    pid_file.write_text(f"{process.pid}\n")
     client_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     base = f"http://{client_host}:{port}"
-    try:
+    with _owned(process, pid_file):
+        pid_file.write_text(f"{process.pid}\n")
         health_s, answer_s = wait_ready(process, base, name, key, ready_timeout, log_path)
-    except QuantizeError:
-        pid_file.unlink()
-        raise
     return {
         "url": f"{base}/v1",
         "model": name,

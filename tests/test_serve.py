@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import socket
 from pathlib import Path
 
@@ -104,19 +105,42 @@ def test_bad_request_gets_an_error_and_the_server_keeps_serving(server, client):
 
 @pytest.mark.vllm
 def test_health_check_finds_the_server(server):
+    """By its pid or port, whatever other vLLM servers run on this host (the image's check, alone in its
+    container, finds it without either)."""
     report, _ = server
+    port = int(report["url"].split(":")[-1].split("/")[0])
     assert Path(report["pid_file"]).read_text().strip() == str(report["pid"])
-    assert health.server_port() == int(report["url"].split(":")[-1].split("/")[0])
-    assert health.main() == 0  # what the image's HEALTHCHECK runs
+    assert health.server_port(pid=report["pid"]) == port
+    assert health.main(["--pid", str(report["pid"])]) == 0
+    assert health.main(["--port", str(port)]) == 0
+
+
+def _process(proc: Path, pid: int, *argv: str) -> None:
+    (proc / str(pid)).mkdir()
+    (proc / str(pid) / "cmdline").write_text("\0".join([*argv, ""]))
 
 
 def test_health_check_without_a_server(tmp_path):
-    (tmp_path / "1").mkdir()
-    (tmp_path / "1" / "cmdline").write_text("\0".join(["python", "-m", "quantize", "smoke", "/out/x", ""]))
+    _process(tmp_path, 1, "python", "-m", "quantize", "smoke", "/out/x")
     assert health.server_port(tmp_path) is None
-    (tmp_path / "2").mkdir()
-    (tmp_path / "2" / "cmdline").write_text("\0".join(["python", "-m", health.SERVER_MODULE, "--port", "9001", ""]))
+    _process(tmp_path, 2, "python", "-m", health.SERVER_MODULE, "--port", "9001")
     assert health.server_port(tmp_path) == 9001
+
+
+def test_health_check_tells_servers_apart(tmp_path):
+    """Another server on the host (the one that failed a fresh clone's CI) is neither taken nor guessed."""
+    _process(tmp_path, 40537, "python", "-m", health.SERVER_MODULE, "--port", "9001")
+    _process(tmp_path, 18555, "python", "-m", health.SERVER_MODULE, "--model", "m")  # vLLM's default port
+    assert health.server_port(tmp_path, pid=40537) == 9001
+    assert health.server_port(tmp_path, pid=18555) == health.DEFAULT_PORT
+    assert health.server_port(tmp_path, pid=1) is None
+    with pytest.raises(ValueError, match=r"several vLLM servers run here \(pids 18555, 40537\)"):
+        health.server_port(tmp_path)
+
+
+def test_health_check_of_a_process_that_is_no_server(capsys):
+    assert health.main(["--pid", str(os.getpid())]) == 1
+    assert capsys.readouterr().err.startswith(f"error: process {os.getpid()} is not a vLLM server (fix: ")
 
 
 @pytest.mark.vllm
@@ -194,6 +218,18 @@ BAD_OPTIONS = {
         {"VLLM_API_KEY_FILE": "{tmp}/empty"},
         "error: the API key file {tmp}/empty is empty (fix: write the key into it, or drop --api-key-file)",
     ),
+    "open-port-no-key": (
+        ["--host", "0.0.0.0"],
+        {},
+        "error: --host 0.0.0.0 without an API key would let anyone who can reach this machine use the model (fix: "
+        "set VLLM_API_KEY or --api-key-file, or pass --allow-no-api-key if the network is yours)",
+    ),
+    "host-name-no-key": (
+        ["--host", "myhost.example"],
+        {},
+        "error: --host myhost.example without an API key would let anyone who can reach this machine use the model "
+        "(fix: set VLLM_API_KEY or --api-key-file, or pass --allow-no-api-key if the network is yours)",
+    ),
 }
 
 
@@ -206,6 +242,38 @@ def test_bad_options_fail_before_vllm_starts(llama_ckpt, tmp_path, monkeypatch, 
         monkeypatch.setenv(name, value.format(tmp=tmp_path))
     result = run_main(capsys, "serve", llama_ckpt, *(a.format(tmp=tmp_path) for a in args))
     assert result.returncode == 2 and error_line(result) == line.format(tmp=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "host,env,extra",
+    [
+        ("0.0.0.0", {"VLLM_API_KEY": KEY}, []),  # a key
+        ("0.0.0.0", {"VLLM_API_KEY_FILE": "{tmp}/key"}, []),  # a key file (Compose's secret)
+        ("::", {}, ["--allow-no-api-key"]),  # the user said so
+        ("127.0.0.2", {}, []),  # loopback, all of 127.0.0.0/8
+        ("::1", {}, []),
+        ("localhost", {}, []),
+    ],
+)
+def test_open_port_starts_with_a_key_or_the_flag(llama_ckpt, tmp_path, monkeypatch, capsys, host, env, extra):
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    monkeypatch.delenv("VLLM_API_KEY_FILE", raising=False)
+    (tmp_path / "key").write_text(KEY)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+
+    class Started(Exception):  # where the server would have started (exec)
+        pass
+
+    def execve(path, argv, environ):
+        raise Started(argv)
+
+    monkeypatch.setattr(os, "execve", execve)
+    with pytest.raises(Started) as started:
+        run_main(capsys, "serve", llama_ckpt, "--host", host, *extra)
+    argv = started.value.args[0]
+    assert argv[argv.index("--host") + 1] == host
+    assert ("reachable by anyone" in capsys.readouterr().err) == bool(extra)
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="on Arm the W4A8 MoE kernels exist")
@@ -222,3 +290,35 @@ def test_a_server_that_fails_to_start_reports_vllms_error(llama_ckpt, tmp_path):
     assert result.returncode == 1
     assert "max_model_len" in error_line(result) and f"(fix: read {tmp_path}/serve.log)" in error_line(result)
     assert os.path.getsize(tmp_path / "serve.log") > 0 and not (tmp_path / "serve.pid").exists()
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_detach_stopped_while_waiting_stops_its_server(llama_ckpt, tmp_path, sig):
+    """Killing `serve --detach` (or Ctrl-C) during the readiness wait stops the server it started and removes
+    the pid file, so nothing keeps holding the port."""
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "serve.log"
+    argv = [sys.executable, "-m", "quantize", "serve", str(llama_ckpt), "--detach", "--port", str(free_port())]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    parent = subprocess.Popen([*argv, "--log", str(log)], env=env, stderr=subprocess.PIPE, text=True)
+    pid_file = log.with_suffix(".pid")
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() and time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.2)
+    server_pid = int(pid_file.read_text())
+    parent.send_signal(sig)
+    _, err = parent.communicate(timeout=120)
+    assert parent.returncode == 128 + sig, err[-2000:]
+    assert err.strip().splitlines()[-1] == (
+        f"error: {sig.name} while waiting for the server: stopped it (pid {server_pid}) (fix: run serve --detach again)"
+    )
+    assert not pid_file.exists()
+    deadline = time.monotonic() + 30  # the server has exited; its engine's processes follow within seconds
+    with pytest.raises(ProcessLookupError):  # the server's whole process group is gone
+        while time.monotonic() < deadline:
+            os.killpg(server_pid, 0)
+            time.sleep(0.5)
