@@ -23,18 +23,13 @@ SEED_METHODS = ("minmax", "mse")  # data-free observers, the seed's two choices
 #   Linears, it divides its output channels by s and multiplies the matching input columns of the Linears it feeds
 #   by s (the product is unchanged), s = E|x|^r (times a weight-magnitude term) with r picked by a grid search that
 #   fake-quantizes the fed Linears with min-max under this scheme; so salient input channels get finer steps. Then
-#   GPTQ rounds the smoothed weights, its Hessians rescaled to the smoothed inputs (awq_gptq.py). MoE models are
-#   never smoothed at a router's input (awq_mappings).
+#   GPTQ rounds the smoothed weights. MoE models are never smoothed at a router's input (awq_mappings).
 CALIBRATED_METHODS = ("gptq", "imatrix", "awq-gptq")
 METHODS = SEED_METHODS + CALIBRATED_METHODS
 GPTQ_METHODS = ("gptq", "awq-gptq")  # rounded by GPTQModifier (a Hessian per Linear, so calibration-hungry)
 OBSERVERS = {"gptq": "mse", "imatrix": "imatrix_mse", "awq-gptq": "mse"}
 IMATRIX_OBSERVER_KWARGS = {"norm": 2.0, "grid": 200, "maxshrink": 0.6, "patience": 40}
 AWQ_N_GRID = 10  # grid points of AWQ's scale search, llmcompressor's default halved: each is a forward pass
-AWQ_GPTQ_NOTE = (
-    "awq-gptq: quantize rescaled GPTQ's Hessians by AWQ's scales (quantize/awq_gptq.py); llmcompressor's own "
-    "modifiers below do not, so oneshot with this file comes close to the checkpoint but is not identical"
-)
 # The norm that feeds a decoder layer's MLP: in an MoE layer it also feeds the router, so it is never smoothed there
 MLP_INPUT_NORM = "post_attention_layernorm"
 ROUTER_NAME = re.compile(r"(gate|router)\$?$")  # an AWQ balance pattern naming a router: `mlp.gate$`, not gate_proj
@@ -206,27 +201,16 @@ class Recipe:
             return self.file_text
         from llmcompressor.recipe import Recipe as LlmcompressorRecipe
 
-        text = LlmcompressorRecipe.from_modifiers(self.modifiers(architecture, moe, upstream=True)).yaml()
-        if self.method == "awq-gptq":  # llmcompressor's registry knows only its own classes
-            text = f"# {AWQ_GPTQ_NOTE}\n{text}"
-        return text
+        return LlmcompressorRecipe.from_modifiers(self.modifiers(architecture, moe)).yaml()
 
-    def modifiers(self, architecture: str = "", moe: bool = False, upstream: bool = False) -> list:
+    def modifiers(self, architecture: str = "", moe: bool = False) -> list:
         """What `oneshot` applies: the seed's one modifier (after AWQ for awq-gptq, whose mappings depend on the
         model's class name and whether it is MoE), or a recipe file's modifiers with the router gates (and
-        optionally experts) added to every quantizing modifier's ignore list. awq-gptq's modifiers are
-        quantize.awq_gptq's (GPTQ's Hessians follow AWQ's smoothing), or llmcompressor's own with `upstream`."""
+        optionally experts) added to every quantizing modifier's ignore list."""
         if self.method == "awq-gptq":
-            from llmcompressor.modifiers.gptq import GPTQModifier
             from llmcompressor.modifiers.transform.awq import AWQModifier
 
-            from .awq_gptq import ScaleRecordingAWQModifier, SmoothedGPTQModifier
-
-            awq, gptq = (AWQModifier, GPTQModifier) if upstream else (ScaleRecordingAWQModifier, SmoothedGPTQModifier)
-            return [
-                awq(mappings=awq_mappings(architecture, moe), n_grid=self.awq_grid),
-                gptq(config_groups={"group_0": self.scheme_object()}, ignore=self.ignore),
-            ]
+            return [AWQModifier(mappings=awq_mappings(architecture, moe), n_grid=self.awq_grid), self.modifier()]
         if not self.file:
             return [self.modifier()]
         return [
