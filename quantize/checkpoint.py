@@ -30,13 +30,16 @@ def read_config(directory: Path) -> dict:
         raise QuantizeError(
             f"{directory} is not a model directory (no config.json)", "pass the directory quantize wrote"
         )
-    return read_json(path)
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise QuantizeError(f"{path} is not a JSON object", RECOPY_FIX)
+    return config
 
 
 def quantization_config(directory: Path) -> dict:
     config = read_config(directory)
     qc = config.get("quantization_config")
-    if not qc or qc.get("quant_method") != "compressed-tensors":
+    if not isinstance(qc, dict) or qc.get("quant_method") != "compressed-tensors":
         raise QuantizeError(
             f"{directory} is not a compressed-tensors checkpoint (config.json has no quantization_config)",
             "quantize it first: python -m quantize MODEL --scheme channelwise",

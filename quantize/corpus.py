@@ -36,15 +36,42 @@ def load_texts(spec: str) -> list[str]:
         )
     if path.suffix == ".jsonl":
         return _jsonl_texts(path)
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = read_text(path)
     if not text.strip():
         raise QuantizeError(f"{path} is empty", "give a file with some text in it")
     return [text]
 
 
+def read_text(path: Path) -> str:
+    """A file's contents if they are UTF-8 text; a one-line error for anything else (binary data, another
+    encoding), naming where it stops being text."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise QuantizeError(
+            f"{path} is not UTF-8 text (byte {e.start} is {data[e.start : e.start + 1].hex()})",
+            "give a UTF-8 .txt or .jsonl file (iconv -t utf-8 converts one)",
+        ) from None
+    if problem := binary_problem(text):
+        raise QuantizeError(f"{path} is binary data, not text ({problem})", "give a UTF-8 .txt or .jsonl file")
+    return text
+
+
+def binary_problem(text: str) -> str | None:
+    """Why `text` is binary rather than writing (a NUL, or more than 1 % control characters other than
+    whitespace), or None. Valid UTF-8 is not enough: NUL-padded or packed data can be valid UTF-8."""
+    if (nul := text.find("\0")) >= 0:
+        return f"a NUL at character {nul}"
+    controls = sum(1 for c in text if c < " " and c not in "\t\n\r\f\v")
+    if controls > max(1, len(text) // 100):
+        return f"{controls} control characters in {len(text)}"
+    return None
+
+
 def _jsonl_texts(path: Path) -> list[str]:
     texts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -56,6 +83,10 @@ def _jsonl_texts(path: Path) -> list[str]:
         texts.append(record["text"])
     if not texts:
         raise QuantizeError(f"{path} has no records", 'write lines like {"text": "..."}')
+    if not any(t.strip() for t in texts):
+        raise QuantizeError(f"{path}: every 'text' field is empty", 'write lines like {"text": "..."}')
+    if problem := binary_problem("".join(texts)):
+        raise QuantizeError(f"{path}: its 'text' fields are binary data ({problem})", "give text in them")
     return texts
 
 
@@ -77,6 +108,18 @@ def _hub_texts(name: str) -> list[str]:
             "export the column you want to a .jsonl file with a 'text' field and pass that",
         )
     return [t for t in dataset["text"] if t and t.strip()]
+
+
+def calibration_windows(tokenizer, texts: list[str], seq_len: int, max_windows: int, source: str) -> list:
+    """`token_windows` for calibration, refused in one line when the text does not fill one window."""
+    windows = token_windows(tokenizer, texts, seq_len, max_windows)
+    tokens = sum(map(len, windows))
+    if tokens < seq_len:
+        raise QuantizeError(
+            f"calibration text {source} has {tokens} tokens, fewer than one window of {seq_len}",
+            "give more text with --calibration, or a shorter --calibration-seq-len",
+        )
+    return windows
 
 
 def token_windows(tokenizer, texts: list[str], seq_len: int, max_windows: int | None = None) -> list[list[int]]:

@@ -27,6 +27,11 @@ class QuantizeError(Exception):
         return f"error: {self.message} (fix: {self.hint})" if self.hint else f"error: {self.message}"
 
 
+class SourceError(QuantizeError):
+    """The source model's data is bad (a NaN in a weight): nothing written from it is worth keeping, so even a
+    resumable run's partial directory is removed."""
+
+
 def warn(message: str, hint: str) -> None:
     """A problem that does not stop the run, as one line on stderr: ``warning: <message> (fix: <hint>)``."""
     logging.getLogger(__name__).warning("warning: %s (fix: %s)", message, hint)

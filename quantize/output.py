@@ -15,7 +15,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import QuantizeError, disk_full
+from .errors import QuantizeError, SourceError, disk_full
 
 PARTIAL = ".partial-"
 NO_ROOM_FIX = "free space there, or choose --output-root/--output-dir on a filesystem with more room"
@@ -166,6 +166,7 @@ def atomic_directory(target: Path, overwrite: bool = False, resumable: bool = Fa
     a rerun can pick up what a killed run finished (the streaming engine checks what it may reuse)."""
     target = Path(target).absolute()
     check_target(target, overwrite)
+    created = [p for p in [target.parent, *target.parent.parents] if not p.exists()]  # removed again on failure
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(target)
     partial = partial_path(target, resumable)
@@ -188,6 +189,9 @@ def atomic_directory(target: Path, overwrite: bool = False, resumable: bool = Fa
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.rename(partial, target)
+    except SourceError:
+        shutil.rmtree(partial, ignore_errors=True)  # even a resumable run's: its source must change first
+        raise
     except Exception as exc:
         if not disk_full(exc):
             raise
@@ -196,3 +200,12 @@ def atomic_directory(target: Path, overwrite: bool = False, resumable: bool = Fa
     finally:
         if partial.exists() and not resumable:
             shutil.rmtree(partial, ignore_errors=True)
+        if not target.exists():
+            _remove_empty(created)
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove the directories a failed run created for its output, deepest first, if they are still empty."""
+    for directory in directories:
+        with contextlib.suppress(OSError):
+            directory.rmdir()

@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import card, hashing, host, manifest, output, shapes, source, stream
+from . import card, corpus, hashing, host, manifest, output, shapes, source, source_check, stream
 from .errors import QuantizeError, warn
 from .recipe import GPTQ_METHODS, Recipe
 
@@ -64,6 +64,7 @@ class _Work:
     timer: manifest.Timer
     arguments: dict  # the manifest's `arguments`; the engines add what they learn (calibration, shard counts)
     hashes: Future  # sha256 of the source files, computed beside the quantization (hashlib releases the GIL)
+    windows: list | None  # calibrated methods: the calibration text's token windows, checked by prepare
     # the loaded model's class name and whether it is MoE: what AWQ's mappings depend on (Recipe.modifiers)
     architecture: str = ""
     moe: bool = False
@@ -104,11 +105,11 @@ def run(job: Job) -> Path:
     """Quantize `job.model_id` into `job.output_dir`; returns the final directory."""
     timer = manifest.Timer()
     target = Path(job.output_dir).absolute()
-    src, engine = prepare(job, target, timer)
+    src, engine, windows = prepare(job, target, timer)
     arguments = {**job.recipe.as_dict(), "dtype": job.dtype, "trust_remote_code": job.trust_remote_code,
                  "engine": engine}  # fmt: skip
     hashes = ThreadPoolExecutor(max_workers=1).submit(hashing.file_hashes, src.path)
-    work = _Work(job, src, target, timer, arguments, hashes)
+    work = _Work(job, src, target, timer, arguments, hashes, windows)
     if engine == "stream":
         _stream(work)
     elif engine == "offload":
@@ -119,15 +120,17 @@ def run(job: Job) -> Path:
     return target
 
 
-def prepare(job: Job, target: Path, timer: manifest.Timer) -> tuple[source.Source, str]:
-    """Every check that needs no weights, then the download: returns the local source and the engine to use."""
+def prepare(job: Job, target: Path, timer: manifest.Timer) -> tuple[source.Source, str, list | None]:
+    """Every check that needs no weights, then the download: returns the local source, the engine to use and,
+    for calibrated methods, the calibration text's token windows (checked before any weight is read)."""
     output.check_target(target, job.overwrite)
     source.check_trust_remote_code(job.model_id, job.revision, job.trust_remote_code)
     with timer("check"):
         src = source.resolve(job.model_id, job.revision, config_only=True, trust_remote_code=job.trust_remote_code)
         output.check_apart(target, src.path)
-        source.read_config(src, job.trust_remote_code)
+        config = source.read_config(src, job.trust_remote_code)
         shapes.check_group_size(job.recipe, list(shapes.quantizable_in_features(src.path, job.trust_remote_code)))
+        texts = corpus.load_texts(job.calibration) if job.recipe.calibrated else None
     with timer("download"):
         if not src.is_local:
             src = source.resolve(job.model_id, job.revision, trust_remote_code=job.trust_remote_code)
@@ -136,13 +139,19 @@ def prepare(job: Job, target: Path, timer: manifest.Timer) -> tuple[source.Sourc
             f"{job.model_id} has no *.safetensors weights",
             "convert the checkpoint to safetensors (transformers save_pretrained does) and retry",
         )
+    with timer("check"):
+        source_check.check_source(src.path, config, job.trust_remote_code)
     check_tokenizer(job, src.path, target)
+    windows = calibration_windows(job, src.path, texts) if texts is not None else None
     engine = choose_engine(job, src.path)
     needed = stream.estimate_output_bytes(src.path, job.recipe, DTYPE_BYTES[job.dtype], job.trust_remote_code)
     if engine == "offload":  # the offloaded weights: a copy of the source's, upcast by --dtype float32
         needed += sum(p.stat().st_size for p in src.path.glob("*.safetensors")) * (2 if job.dtype == "float32" else 1)
     output.check_free_space(target, needed, resumable=engine == "stream")
-    return src, engine
+    if engine != "stream":  # the streaming engine checks each tensor as it reads it
+        with timer("check values"):
+            source_check.check_all_finite(src.path)
+    return src, engine, windows
 
 
 def _stream(work: _Work) -> None:
@@ -175,7 +184,7 @@ def _load(work: _Work, offload_dir: Path | None = None) -> None:
             else None
         )
     work.architecture, work.moe = type(model).__name__, is_moe_model(model)
-    calibration = _calibration(work, model, tokenizer) if job.recipe.calibrated else {}
+    calibration = _calibration(work, model) if job.recipe.calibrated else {}
     trim = _release_memory_per_layer(model) if offload_dir else contextlib.nullcontext()
     with work.output() as partial, work.timer("quantize"), torch.no_grad(), _no_pinning_without_accelerator(), trim:
         model = oneshot(
@@ -266,12 +275,12 @@ def _no_pinning_without_accelerator() -> Iterator[None]:
         IntermediatesCache.pin_memory = original
 
 
-def _calibration(work: _Work, model, tokenizer) -> dict:
+def _calibration(work: _Work, model) -> dict:
     """`oneshot`'s calibration arguments, recorded in the manifest's arguments, with a warning when the text is
     too short for the model's widest layer."""
     job = work.job
     with work.timer("calibration data"):
-        dataset = calibration_dataset(job, tokenizer)
+        dataset = calibration_dataset(work.windows)
     tokens = sum(map(len, dataset["input_ids"]))
     work.arguments["calibration"] = {"source": job.calibration, "samples": len(dataset), "tokens": tokens,
                                      "seq_len": job.calibration_seq_len}  # fmt: skip
@@ -282,8 +291,18 @@ def _calibration(work: _Work, model, tokenizer) -> dict:
             "shuffle_calibration_samples": False}  # fmt: skip
 
 
-def calibration_dataset(job: Job, tokenizer):
-    """Calibration text as a tokenized `datasets.Dataset` (llmcompressor skips its own tokenization then).
+def calibration_windows(job: Job, source_dir: Path, texts: list[str]) -> list[list[int]]:
+    """The calibration text's token windows, with the source's tokenizer; an error if they do not fill one."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source_dir, trust_remote_code=job.trust_remote_code)
+    return corpus.calibration_windows(
+        tokenizer, texts, job.calibration_seq_len, job.calibration_samples, job.calibration
+    )
+
+
+def calibration_dataset(windows: list[list[int]]):
+    """Token windows as a `datasets.Dataset` (llmcompressor skips its own tokenization then).
 
     Built with a fingerprint of its own, the sha256 of the token windows: `Dataset.from_dict` would have datasets
     hash the table with dill, which fails on some hosts (Debian's Python 3.11.2 on aarch64, under `make
@@ -291,11 +310,6 @@ def calibration_dataset(job: Job, tokenizer):
     from datasets import Dataset, DatasetInfo, Features
     from datasets.table import InMemoryTable
 
-    from . import corpus
-
-    windows = corpus.token_windows(
-        tokenizer, corpus.load_texts(job.calibration), job.calibration_seq_len, job.calibration_samples
-    )
     table = InMemoryTable.from_pydict({"input_ids": windows, "attention_mask": [[1] * len(w) for w in windows]})
     info = DatasetInfo(features=Features.from_arrow_schema(table.schema))
     return Dataset(table, info=info, fingerprint=hashlib.sha256(json.dumps(windows).encode()).hexdigest()[:32])

@@ -24,16 +24,40 @@ def quantizable_in_features(model_dir: Path, trust_remote_code: bool = False) ->
     return tuple(_in_features(Path(model_dir), trust_remote_code))
 
 
+@functools.lru_cache(maxsize=2)
+def _meta_model(model_dir: Path, trust_remote_code: bool):
+    """The model config.json describes, on the `meta` device: shapes without memory."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # a config that lies (a size of 0, a pad id past the vocabulary) fails anywhere inside
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise QuantizeError(
+            f"transformers cannot build the model {model_dir}/config.json describes ({reason})",
+            "restore the model's original config.json, or download or copy the model again",
+        ) from exc
+
+
+def parameter_shapes(model_dir: Path, trust_remote_code: bool = False) -> tuple[dict[str, list[int]], set[str]]:
+    """Every parameter of the model config.json describes, with its shape, and the names that may be absent
+    from a checkpoint (tied to another parameter, as `lm_head.weight` to the embeddings)."""
+    model = _meta_model(Path(model_dir), trust_remote_code)
+    expected = {name: list(p.shape) for name, p in model.named_parameters(remove_duplicate=False)}
+    tied = getattr(model, "_tied_weights_keys", None) or {}  # transformers 5: {tied name: the name it ties to}
+    return expected, set(tied) if getattr(model.config, "tie_word_embeddings", False) else set()
+
+
 def _in_features(model_dir: Path, trust_remote_code: bool) -> Iterator[tuple[str, int]]:
     """(module name, in-features) of every Linear, of every non-Linear router gate, and of every fused 3-D expert weight
     (transformers 5 stores experts as [experts, out, in]; llmcompressor splits them into per-expert
     Linears named `<experts>.<i>.<proj>`, reported here as `<experts>.*.<proj>`)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    model = _meta_model(model_dir, trust_remote_code)
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
             yield name, module.in_features

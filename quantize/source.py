@@ -125,7 +125,14 @@ def read_config(source: Source, trust_remote_code: bool = False) -> dict:
 
     config = read_json(source.path / "config.json")
     config = config if isinstance(config, dict) else {}
-    if config.get("quantization_config"):
+    quantization = config.get("quantization_config")
+    if isinstance(quantization, dict) and quantization.get("quant_method") == "fp8":
+        raise QuantizeError(
+            f"{source.model_id} is an FP8 checkpoint (quantization_config quant_method fp8, as DeepSeek-V3/R1 "
+            "ship): this tool quantizes bf16, fp16 or fp32 weights",
+            "dequantize it to bf16 first (DeepSeek-V3's inference/fp8_cast_bf16.py does), then quantize that",
+        )
+    if quantization:
         raise QuantizeError(
             f"{source.model_id} is already quantized (its config.json has a quantization_config)",
             "quantize the original, unquantized model",

@@ -21,7 +21,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import checkpoint, shapes
+from . import checkpoint, shapes, source_check
 from .recipe import Recipe
 
 logger = logging.getLogger(__name__)
@@ -173,6 +173,7 @@ def run(
             for name in names:
                 with checkpoint.open_shard(shard_of[name]) as fh:  # mapped for this tensor only
                     tensor = fh.get_tensor(name)
+                source_check.check_finite(name, tensor)
                 module = name.removesuffix(".weight")
                 if name.endswith(".weight") and module in targeted:
                     tensors.update(quantize_weight(module, tensor, scheme))

@@ -4,8 +4,10 @@ Checks, in order, stopping at the first failure with the offending tensor named:
 1. config.json's `quantization_config` is the seed's scheme (int4 symmetric static channel/group weights,
    int8 asymmetric dynamic per-token input activations, targets Linear, format int-quantized), in a form vLLM's
    CPU build serves: no group/dynamic activation ordering, no online transforms (`scheme_problem`);
-2. every quantized module stores its weight as int8 with values in [-8, 7], a finite positive
-   `weight_scale` of shape [out, 1] (channel) or [out, in / group] (group), no zero point, no input scale;
+2. every tensor config.json implies is there with its shape (int8 weights keep the source's), and no layer beyond
+   the config's count (`source_check.check_shapes`); every quantized module stores its weight as int8 with values
+   in [-8, 7], a finite positive float `weight_scale` of shape [out, 1] (channel) or [out, in / group] (group), no
+   zero point, no input scale;
 3. every Linear the recipe targets is quantized, and nothing it ignores is (router gates, lm_head);
 4. ignored tensors are bit-identical to the source model's, when the source is available locally;
 5. every file matches the sha256 recorded in `quantization-manifest.json`.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import checkpoint, manifest, shapes
+from . import checkpoint, manifest, shapes, source_check
 from .errors import QuantizeError
 from .hashing import sha256_file
 
@@ -105,6 +107,8 @@ def check_tensor_pair(module: str, weight, scale, weights_args: dict) -> None:
         want = [out, inp // group]
     if list(scale.shape) != want:
         raise fail(f"{module}.weight_scale has shape {list(scale.shape)}, expected {want}")
+    if not scale.is_floating_point():
+        raise fail(f"{module}.weight_scale is {scale.dtype}, expected a float dtype")
     if not torch.isfinite(scale).all() or not (scale > 0).all():
         raise fail(f"{module}.weight_scale has non-finite or non-positive values")
 
@@ -167,9 +171,15 @@ def validate(directory: str | Path) -> dict:
     ignore_all = sorted(set(ignore) | set(recipe_ignore))
 
     shapes_ = checkpoint.tensor_shapes(directory)
+    try:  # int8 weights keep the source's shapes: every tensor config.json implies, and no layer more
+        source_check.check_shapes(directory, checkpoint.read_config(directory), label="checkpoint")
+    except QuantizeError as exc:
+        raise fail(exc.message) from None
     quantized = set(checkpoint.quantized_modules(shapes_))
     reader = checkpoint.Reader(directory)
     for module in sorted(quantized):
+        if f"{module}.weight" not in shapes_:
+            raise fail(f"{module}.weight is missing, though its weight_scale is there")
         for suffix in ("weight_zero_point", "input_scale", "input_zero_point"):
             if f"{module}.{suffix}" in shapes_:
                 raise fail(f"{module}.{suffix} exists, but the recipe is symmetric weights, dynamic activations")
@@ -186,9 +196,11 @@ def validate(directory: str | Path) -> dict:
         if shapes.is_ignored(module, ignore_all):
             raise fail(f"{module} is ignored by the recipe (router gate or lm_head) but is stored quantized")
     for module in sorted(expected - quantized):
+        if f"{module}.weight" not in shapes_:
+            raise fail(f"{module}.weight is missing")
         raise fail(
             f"{module} is a Linear the recipe targets, but {module}.weight is stored unquantized "
-            f"({shapes_.get(module + '.weight', ('?', 'missing'))[1]})"
+            f"({shapes_[module + '.weight'][1]})"
         )
 
     ignored_tensors = sorted(f"{m}.weight" for m in modules - quantized if shapes.is_ignored(m, ignore_all))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import threading
@@ -18,6 +19,15 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("vllm"):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _llmcompressor_logs_to_pytests_stderr():
+    """llmcompressor points its loguru handler at whatever sys.stderr is when it is first imported. Imported inside
+    a test that captures output (capsys), that is the test's buffer, closed when the test ends, and every later
+    log line then prints a loguru traceback into another test's stderr. Imported here, it is pytest's own."""
+    with contextlib.suppress(ImportError):  # a test environment without the model stack
+        import llmcompressor  # noqa: F401
 
 
 def _copy_fixture(arch: str, tmp_path_factory) -> Path:

@@ -23,6 +23,7 @@ SCHEME = ("--scheme", "channelwise")
 HUB_FIX = "pass a local model directory or a Hub id such as deepseek-ai/DeepSeek-V2-Lite"
 RECOPY_FIX = "download or copy the model again (an interrupted download or copy leaves files incomplete)"
 NO_ROOM_FIX = "free space there, or choose --output-root/--output-dir on a filesystem with more room"
+CONFIG_FIX = "restore the model's original config.json, or download or copy the model again"
 TOKENIZERS = "tokenizer.json, *.model, vocab.json, vocab.txt, *.tiktoken, tekken.json"
 
 
@@ -210,6 +211,152 @@ def gptq_without_tokenizer(model, tmp):
     return [copy, "--method", "gptq"], (
         f"error: {copy} has no tokenizer (none of {TOKENIZERS}), and --method gptq needs one to tokenize its "
         f"calibration text (fix: copy the original model's tokenizer files into {copy})"
+    )
+
+
+def _with_tensors(model: Path, tmp: Path, change) -> Path:
+    """A copy of `model` whose tensors `change(tensors)` edits in place (dict name -> tensor)."""
+    from safetensors.torch import load_file, save_file
+
+    copy = broken_copy(model, tmp)
+    tensors = load_file(copy / "model.safetensors")
+    change(tensors)
+    save_file(tensors, copy / "model.safetensors", metadata={"format": "pt"})
+    return copy
+
+
+def _config_lie(model, tmp, key, value):
+    return broken_copy(model, tmp, {key: value})
+
+
+@BAD_INPUT.add
+def config_hidden_size_that_disagrees_with_the_tensors(model, tmp):
+    copy = _config_lie(model, tmp, "hidden_size", 96)
+    return [copy], (
+        "error: source tensor model.embed_tokens.weight is [413, 128], but config.json implies [413, 96] "
+        f"(config.json keys equal to 96: hidden_size) (fix: {CONFIG_FIX})"
+    )
+
+
+@BAD_INPUT.add
+def config_with_more_layers_than_the_tensors(model, tmp):
+    copy = _config_lie(model, tmp, "num_hidden_layers", 3)
+    return [copy, "--engine", "load"], (
+        "error: the source has no tensor model.layers.2.self_attn.q_proj.weight (and 8 more), which config.json "
+        f"implies (num_hidden_layers is 3; the tensors hold 2 layers) (fix: {CONFIG_FIX})"
+    )
+
+
+@BAD_INPUT.add
+def config_with_fewer_layers_than_the_tensors(model, tmp):
+    copy = _config_lie(model, tmp, "num_hidden_layers", 1)
+    return [copy], (
+        "error: source tensor model.layers.1.input_layernorm.weight is in a layer config.json does not have "
+        f"(num_hidden_layers is 1; the tensors hold 2 layers) (fix: {CONFIG_FIX})"
+    )
+
+
+def _poisoned(model, tmp, value, engine):
+    name = "model.layers.1.mlp.down_proj.weight"
+    copy = _with_tensors(model, tmp, lambda t: t[name].view(-1).__setitem__(7, value))
+    return [copy, "--engine", engine], (
+        f"error: source tensor {name} has 1 non-finite value (NaN or Inf) (fix: repair the source "
+        "checkpoint or download it again: quantizing it would give NaN scales)"
+    )
+
+
+@BAD_INPUT.add
+def nan_in_a_weight_streamed(model, tmp):
+    return _poisoned(model, tmp, float("nan"), "stream")  # the resumable partial directory goes too
+
+
+@BAD_INPUT.add
+def inf_in_a_weight_loaded(model, tmp):
+    return _poisoned(model, tmp, float("inf"), "load")
+
+
+@BAD_INPUT.add
+def float8_source_tensor(model, tmp):
+    import torch
+
+    name = "model.layers.0.self_attn.q_proj.weight"
+    copy = _with_tensors(model, tmp, lambda t: t.__setitem__(name, t[name].to(torch.float8_e4m3fn)))
+    return [copy], (
+        f"error: source tensor {name} is F8_E4M3: this tool quantizes bf16, fp16 or fp32 weights (fix: "
+        "dequantize the checkpoint to bf16 first (DeepSeek-V3's inference/fp8_cast_bf16.py does for its FP8 "
+        "weights), then quantize that)"
+    )
+
+
+@BAD_INPUT.add
+def fp8_checkpoint(model, tmp):
+    fp8 = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}
+    copy = broken_copy(model, tmp, {"quantization_config": fp8})
+    return [copy], (
+        f"error: {copy} is an FP8 checkpoint (quantization_config quant_method fp8, as DeepSeek-V3/R1 ship): this "
+        "tool quantizes bf16, fp16 or fp32 weights (fix: dequantize it to bf16 first (DeepSeek-V3's "
+        "inference/fp8_cast_bf16.py does), then quantize that)"
+    )
+
+
+def _calibration(tmp: Path, name: str, content: bytes) -> tuple[Path, list]:
+    (tmp / name).write_bytes(content)
+    return tmp / name, ["--method", "gptq", "--calibration", tmp / name]
+
+
+UTF8_FIX = "give a UTF-8 .txt or .jsonl file"
+JSONL_FIX = 'write lines like {"text": "..."}'
+
+
+def _not_utf8(model, tmp, name: str, content: bytes, byte: str):
+    path, args = _calibration(tmp, name, content)
+    return [model, *args], f"error: {path} is not UTF-8 text ({byte}) (fix: {UTF8_FIX} (iconv -t utf-8 converts one))"
+
+
+@BAD_INPUT.add
+def calibration_jsonl_that_is_binary(model, tmp):
+    return _not_utf8(model, tmp, "calib.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "byte 0 is 89")
+
+
+@BAD_INPUT.add
+def calibration_txt_that_is_gzip(model, tmp):
+    return _not_utf8(model, tmp, "calib.txt", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03text", "byte 1 is 8b")
+
+
+@BAD_INPUT.add
+def calibration_txt_that_is_valid_utf8_but_binary(model, tmp):
+    path, args = _calibration(tmp, "calib.txt", b"\x00" * 64 + b"some words after the padding " * 40)
+    return [model, *args], f"error: {path} is binary data, not text (a NUL at character 0) (fix: {UTF8_FIX})"
+
+
+@BAD_INPUT.add
+def calibration_txt_that_is_empty(model, tmp):
+    path, args = _calibration(tmp, "calib.txt", b" \n\n")
+    return [model, *args], f"error: {path} is empty (fix: give a file with some text in it)"
+
+
+@BAD_INPUT.add
+def calibration_jsonl_whose_texts_are_empty(model, tmp):
+    path, args = _calibration(tmp, "calib.jsonl", b'{"text": ""}\n{"text": "  "}\n')
+    return [model, *args], f"error: {path}: every 'text' field is empty (fix: {JSONL_FIX})"
+
+
+@BAD_INPUT.add
+def calibration_jsonl_without_the_field(model, tmp):
+    path, args = _calibration(tmp, "calib.jsonl", b'{"content": "a sentence"}\n')
+    return [model, *args], f"error: {path}:1 has no string 'text' field (fix: {JSONL_FIX})"
+
+
+@BAD_INPUT.add
+def calibration_shorter_than_one_window(model, tmp):
+    from transformers import AutoTokenizer
+
+    text = "Too short to calibrate on."
+    path, args = _calibration(tmp, "calib.txt", text.encode())
+    tokens = len(AutoTokenizer.from_pretrained(model)(text)["input_ids"])
+    return [model, *args, "--calibration-seq-len", "64"], (
+        f"error: calibration text {path} has {tokens} tokens, fewer than one window of 64 (fix: give more text "
+        "with --calibration, or a shorter --calibration-seq-len)"
     )
 
 

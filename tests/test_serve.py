@@ -115,6 +115,75 @@ def test_health_check_finds_the_server(server):
     assert health.main(["--port", str(port)]) == 0
 
 
+LOAD_REQUESTS = 32  # half streamed; with LOAD_DROPPED clients that hang up mid-stream, LOAD_CLIENTS at a time
+LOAD_DROPPED = 8
+LOAD_CLIENTS = 16
+LOAD_RSS_GROWTH = 1.25  # the server's resident memory after the load: at most this times before, plus 256 MiB
+
+
+def _group_rss(pgid: int) -> int:
+    """Resident bytes of every process in the server's process group (the API server and its engine)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # field 5 of stat, the process group
+                rss = Path(status.parent, "status").read_text().split("VmRSS:")[1].split()[0]
+                total += int(rss) * 1024
+        except (OSError, IndexError, ValueError):  # ended meanwhile, or a kernel thread
+            continue
+    return total
+
+
+def _completion(base: str, model: str, i: int, stream: bool, drop: bool = False) -> str:
+    """One completion over a raw HTTP connection: the text (streamed: the joined pieces), or with `drop` the
+    first streamed chunk, after which the client hangs up."""
+    import http.client
+    from urllib.parse import urlparse
+
+    url = urlparse(base)
+    body = {"model": model, "prompt": f"Story {i}: the fox", "max_tokens": 16, "temperature": 0, "stream": stream}
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=300)
+    try:
+        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+        connection.request("POST", "/v1/completions", json.dumps(body), headers)
+        response = connection.getresponse()
+        assert response.status == 200, response.read()[:500]
+        if not stream:
+            return json.loads(response.read())["choices"][0]["text"]
+        pieces = []
+        for line in response:
+            if line.startswith(b"data: ") and line.strip() != b"data: [DONE]":
+                pieces.append(json.loads(line[6:])["choices"][0]["text"])
+                if drop:
+                    return pieces[0]
+        return "".join(pieces)
+    finally:
+        connection.close()
+
+
+@pytest.mark.vllm
+def test_load_streamed_plain_and_dropped_clients(server):
+    """Bounded load on loopback: LOAD_REQUESTS completions (half streamed) and LOAD_DROPPED clients that hang up
+    mid-stream, LOAD_CLIENTS at a time. Every completion answers, streamed and plain greedy texts agree, the
+    server stays healthy and its resident memory within LOAD_RSS_GROWTH x + 256 MiB."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    report, _ = server
+    base, model = report["url"].removesuffix("/v1"), report["model"]
+    _completion(base, model, 0, stream=False)  # warm: first-request allocations are not growth
+    before = _group_rss(report["pid"])
+    with ThreadPoolExecutor(LOAD_CLIENTS) as pool:
+        texts = [pool.submit(_completion, base, model, i // 2, stream=i % 2 == 1) for i in range(LOAD_REQUESTS)]
+        dropped = [pool.submit(_completion, base, model, i, stream=True, drop=True) for i in range(LOAD_DROPPED)]
+        texts, dropped = [f.result() for f in texts], [f.result() for f in dropped]
+    assert all(texts) and all(dropped)
+    assert texts[0::2] == texts[1::2]  # request i plain and streamed: the same greedy text
+    assert health.main(["--pid", str(report["pid"])]) == 0
+    after = _group_rss(report["pid"])
+    assert 0 < after <= before * LOAD_RSS_GROWTH + (256 << 20), (before, after)
+
+
 def _process(proc: Path, pid: int, *argv: str) -> None:
     (proc / str(pid)).mkdir()
     (proc / str(pid) / "cmdline").write_text("\0".join([*argv, ""]))

@@ -99,6 +99,56 @@ def file_changed_after_writing(ckpt):
     return "tokenizer.json does not match the sha256 recorded in the manifest"
 
 
+@CORRUPTIONS.add
+def tensor_deleted(ckpt):  # the one issue 24 found: a KeyError traceback
+    with tensors(ckpt) as t:
+        del t["model.layers.1.mlp.shared_experts.up_proj.weight"]
+    return "the checkpoint has no tensor model.layers.1.mlp.shared_experts.up_proj.weight, which config.json implies"
+
+
+@CORRUPTIONS.add
+def tensor_and_its_scale_deleted(ckpt):
+    with tensors(ckpt) as t:
+        del t["model.layers.0.mlp.up_proj.weight"], t["model.layers.0.mlp.up_proj.weight_scale"]
+    return "the checkpoint has no tensor model.layers.0.mlp.up_proj.weight, which config.json implies"
+
+
+@CORRUPTIONS.add
+def tensor_renamed(ckpt):
+    with tensors(ckpt) as t:
+        t["model.layers.1.self_attn.o_proj.weight_renamed"] = t.pop("model.layers.1.self_attn.o_proj.weight")
+    return "the checkpoint has no tensor model.layers.1.self_attn.o_proj.weight, which config.json implies"
+
+
+@CORRUPTIONS.add
+def scale_of_wrong_dtype(ckpt):
+    name = "model.layers.0.self_attn.o_proj.weight_scale"
+    with tensors(ckpt) as t:
+        t[name] = torch.ones_like(t[name], dtype=torch.int32)
+    return f"{name} is torch.int32, expected a float dtype"
+
+
+@CORRUPTIONS.add
+def weight_of_wrong_shape(ckpt):
+    name = "model.layers.0.self_attn.q_proj.weight"
+    with tensors(ckpt) as t:
+        t[name] = t[name][:100].contiguous()
+    return (
+        f"checkpoint tensor {name} is [100, 256], but config.json implies [192, 256] "
+        "(config.json keys equal to 192: moe_intermediate_size)"
+    )
+
+
+@CORRUPTIONS.add
+def config_that_disagrees_with_the_tensors(ckpt):
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
+    return (
+        "checkpoint tensor model.layers.1.input_layernorm.weight is in a layer config.json does not have "
+        "(num_hidden_layers is 1; the tensors hold 2 layers)"
+    )
+
+
 @CORRUPTIONS.parametrize("corrupt")
 def test_corruption_is_named(corrupt, good, tmp_path, capsys):
     ckpt = Path(shutil.copytree(good, tmp_path / "ckpt"))
