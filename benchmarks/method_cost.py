@@ -42,8 +42,10 @@ METHODS = {
     "gptq": ["--method", "gptq", "--scheme", "groupwise"],
     "awq": ["--recipe", str(ROOT / "recipes" / "deepseek-v2-awq-mse-g32.yaml")],
     "awq-gptq": ["--method", "awq-gptq", "--scheme", "groupwise"],
+    # awq-gptq with the routed experts unsmoothed (the recipe's comment says why one would)
+    "awq-gptq-shared": ["--recipe", str(ROOT / "recipes" / "deepseek-v2-awq-gptq-g32-shared.yaml")],
 }
-CALIBRATED = ("imatrix", "gptq", "awq", "awq-gptq")
+CALIBRATED = ("imatrix", "gptq", "awq", "awq-gptq", "awq-gptq-shared")
 ENGINES = ("auto", "load", "offload", "stream")
 
 

@@ -36,6 +36,11 @@ VARIANTS = {
     "awq-gptq g32": ["--method", "awq-gptq", *G32, *CALIBRATED],
     "awq-gptq g32 grid-20": ["--method", "awq-gptq", "--awq-grid", "20", *G32, *CALIBRATED],
     "awq-gptq g32 32-windows": ["--method", "awq-gptq", *G32, "--calibration-samples", "32", "--dtype", "float32"],
+    "awq-gptq g32 16-windows": ["--method", "awq-gptq", *G32, "--calibration-samples", "16", "--dtype", "float32"],
+    # bf16: on x86 without native bf16 several times slower than float32 (a 128-window run: hours), so not run here
+    "awq-gptq g32 bf16": ["--method", "awq-gptq", *G32, "--calibration-samples", "128", "--dtype", "bfloat16"],
+    # the package's own calibration text (about 1,600 tokens: 3 windows), what `make quantize` would use by default
+    "awq-gptq g32 builtin": ["--method", "awq-gptq", *G32, "--calibration", "builtin:calibration", *CALIBRATED],
 }
 
 
@@ -85,7 +90,8 @@ def reference_perplexity(directory: Path | None, model: Path) -> float:
 def row(name: str, model: Path, out: Path, eval_args: list[str] | None, calibration: str) -> dict:
     target = out / name.split(" (")[0].replace(" ", "-")
     options = VARIANTS[name]
-    calibrated = ["--calibration", calibration] if "--calibration-samples" in options else []
+    own = "--calibration" in options  # a variant with its own calibration text keeps it
+    calibrated = ["--calibration", calibration] if "--calibration-samples" in options and not own else []
     cli(str(model), *options, *calibrated, "--output-dir", str(target), "--overwrite")
     info = json.loads((target / "quantization-manifest.json").read_text())
     metrics = {}

@@ -4,6 +4,7 @@ scheme vLLM serves on CPU. Real llmcompressor on the tiny models; the example re
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from quantize import card, checkpoint, manifest, validate
 from quantize.errors import QuantizeError
+from quantize.recipe import parse_modifiers
 from tests import faults
 from tests.helpers import ROOT, quantize, read_tensors, run_main
 
@@ -167,6 +169,26 @@ def test_moe_safe_awq_keeps_every_router_input_exact(tiny_deepseek, tmp_path):
     attention = [k for k in source if k.endswith("input_layernorm.weight")]
     assert any(not awq[k].equal(source[k]) for k in attention)
     assert any(m.endswith("mlp.gate") for m in report["ignored_modules"])
+
+
+@pytest.mark.slow
+def test_moe_awq_gptq_without_routed_experts_smooths_only_dense_and_shared_mlps(tiny_deepseek, tmp_path):
+    """recipes/deepseek-v2-awq-gptq-g32-shared.yaml: its up_proj -> down_proj mapping matches the dense and the
+    shared experts' MLPs and no routed expert (llmcompressor matches `re:` patterns against module names); the
+    router's input norm stays exact; GPTQ still quantizes every expert."""
+    recipe = RECIPES / "deepseek-v2-awq-gptq-g32-shared.yaml"
+    awq, gptq = parse_modifiers(recipe.read_text())
+    assert type(awq).__name__ == "AWQModifier" and type(gptq).__name__ == "GPTQModifier"
+    mlp = next(m for m in awq.mappings if "up_proj" in m.smooth_layer)
+    modules = {k.rsplit(".", 1)[0] for k in read_tensors(tiny_deepseek) if k.endswith("up_proj.weight")}
+    smoothed = {m for m in modules if re.match(mlp.smooth_layer.removeprefix("re:"), m)}
+    routed = {m for m in modules if ".mlp.experts." in m}
+    assert routed and smoothed and not smoothed & routed and smoothed == modules - routed
+    out = quantize_file(tiny_deepseek, recipe, tmp_path / "shared")
+    assert validate.validate(out)["valid"] and checkpoint.has_quantized_experts(out)
+    source, written = read_tensors(tiny_deepseek), read_tensors(out)
+    feeding_router = [k for k in source if k.endswith("post_attention_layernorm.weight")]
+    assert feeding_router and all(written[k].equal(source[k]) for k in feeding_router)
 
 
 @pytest.mark.vllm
