@@ -3,8 +3,9 @@
 Run by `make test-arm64` (tests/arm64/run.sh) with an aarch64 Python: natively on an arm64 host, or inside
 the emulated environment of tests/arm64/emulated.sh on x86_64 (ARM64_CPU: QEMU's CPU). For minmax channelwise
 and groupwise-32 it runs the real CLI (`python -m quantize`, `validate`, `smoke`), and likewise for the
-calibrated methods and recipe files (imatrix, gptq and awq-gptq groupwise-32, and the MoE-safe AWQ recipe
-recipes/deepseek-v2-awq-mse-g32.yaml), and for the tiny Llama channelwise and groupwise-32 (`--variants`
+calibrated methods and recipe files (imatrix, gptq and awq-gptq groupwise-32, the MoE-safe AWQ recipe
+recipes/deepseek-v2-awq-mse-g32.yaml and awq-gptq without routed experts, deepseek-v2-awq-gptq-g32-shared.yaml),
+and for the tiny Llama channelwise and groupwise-32 (`--variants`
 picks), and checks that
 
 - vLLM chose its Arm W4A8 MoE backend (the "Using CPU_INT4 W4A8 Int8 MoE backend" log line) and every MoE
@@ -61,6 +62,10 @@ VARIANTS = {  # name -> (tiny model, quantize options)
     "gptq-groupwise-32": ("deepseek_v2", ["--method", "gptq", "--scheme", "groupwise", *CALIBRATION]),
     "awq-recipe": ("deepseek_v2", ["--recipe", "recipes/deepseek-v2-awq-mse-g32.yaml", *CALIBRATION]),
     "awq-gptq-groupwise-32": ("deepseek_v2", ["--method", "awq-gptq", "--scheme", "groupwise", *CALIBRATION]),
+    "awq-gptq-shared-recipe": (
+        "deepseek_v2",
+        ["--recipe", "recipes/deepseek-v2-awq-gptq-g32-shared.yaml", *CALIBRATION],
+    ),
     "llama-minmax-channelwise": ("llama", MINMAX_CW),
     "llama-minmax-groupwise-32": ("llama", MINMAX_G32),
 }
