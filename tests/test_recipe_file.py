@@ -12,7 +12,7 @@ import pytest
 
 from quantize import card, checkpoint, manifest, validate
 from quantize.errors import QuantizeError
-from quantize.recipe import parse_modifiers
+from quantize.recipe import EXPERTS_PATTERN, parse_modifiers
 from tests import faults
 from tests.helpers import ROOT, quantize, read_tensors, run_main
 
@@ -180,13 +180,14 @@ def test_moe_awq_gptq_without_routed_experts_smooths_only_dense_and_shared_mlps(
     awq, gptq = parse_modifiers(recipe.read_text())
     assert type(awq).__name__ == "AWQModifier" and type(gptq).__name__ == "GPTQModifier"
     mlp = next(m for m in awq.mappings if "up_proj" in m.smooth_layer)
-    modules = {k.rsplit(".", 1)[0] for k in read_tensors(tiny_deepseek) if k.endswith("up_proj.weight")}
+    source = read_tensors(tiny_deepseek)
+    modules = {k.rsplit(".", 1)[0] for k in source if k.endswith("up_proj.weight")}
     smoothed = {m for m in modules if re.match(mlp.smooth_layer.removeprefix("re:"), m)}
-    routed = {m for m in modules if ".mlp.experts." in m}
+    routed = {m for m in modules if re.match(EXPERTS_PATTERN.removeprefix("re:"), m)}
     assert routed and smoothed and not smoothed & routed and smoothed == modules - routed
     out = quantize_file(tiny_deepseek, recipe, tmp_path / "shared")
     assert validate.validate(out)["valid"] and checkpoint.has_quantized_experts(out)
-    source, written = read_tensors(tiny_deepseek), read_tensors(out)
+    written = read_tensors(out)
     feeding_router = [k for k in source if k.endswith("post_attention_layernorm.weight")]
     assert feeding_router and all(written[k].equal(source[k]) for k in feeding_router)
 

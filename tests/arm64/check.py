@@ -5,8 +5,7 @@ the emulated environment of tests/arm64/emulated.sh on x86_64 (ARM64_CPU: QEMU's
 and groupwise-32 it runs the real CLI (`python -m quantize`, `validate`, `smoke`), and likewise for the
 calibrated methods and recipe files (imatrix, gptq and awq-gptq groupwise-32, the MoE-safe AWQ recipe
 recipes/deepseek-v2-awq-mse-g32.yaml and awq-gptq without routed experts, deepseek-v2-awq-gptq-g32-shared.yaml),
-and for the tiny Llama channelwise and groupwise-32 (`--variants`
-picks), and checks that
+and for the tiny Llama channelwise and groupwise-32 (`--variants` picks), and checks that
 
 - vLLM chose its Arm W4A8 MoE backend (the "Using CPU_INT4 W4A8 Int8 MoE backend" log line) and every MoE
   layer got CompressedTensorsW4A8Int8MoEMethod,
