@@ -23,7 +23,7 @@
 #   docker run -d -p 8000:8000 -e VLLM_API_KEY -v "$PWD/out:/out:ro" vllm-arm-int4 \
 #     serve /out/DeepSeek-V2-Lite-w4a8dyn-mse-channelwise --host 0.0.0.0      # or: make serve RUNNER=docker
 #
-# Versions: keep equal to requirements/ (tests/test_dockerfile.py checks they agree).
+# Versions: keep equal to requirements/ (tests/repo/test_dockerfile.py checks they agree).
 ARG BASE_IMAGE=debian:bookworm-slim
 ARG VLLM_VERSION=0.32.0
 ARG VLLM_SDIST_URL=https://files.pythonhosted.org/packages/d5/df/5471312c76e335eaa2b8333e87ea39f0d37bfe24f10a582620e34ff12e33/vllm-0.32.0.tar.gz
@@ -241,6 +241,7 @@ FROM stack AS test
 COPY requirements /src/requirements
 COPY Dockerfile Makefile compose.yaml /src/
 COPY tests /src/tests
+COPY tools /src/tools
 RUN --mount=type=secret,id=ca \
     set -eux; \
     if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \

@@ -65,6 +65,7 @@ WIKIPEDIA       ?= models/wikipedia.jsonl#: where make wikipedia writes calibrat
 #:@ Development
 PYTHON_BASE     ?= python3.11#: interpreter that creates .venv
 VENV            ?= .venv#: the pinned environment
+LINT_VENV       ?= .venv-lint#: make lint's tools only (requirements/dev.txt: no torch, no vLLM)
 VLLM_WHEEL      ?=#: a local vLLM wheel to install instead of the locked one
 PYTEST_ARGS     ?=#: more pytest options, e.g. -k smoke
 ARM64_ARGS      ?=#: test-arm64: options of tests/arm64/check.py (--help)
@@ -128,7 +129,7 @@ smoke: $(RUN_DEPS) ## Load DIR (default: newest output in OUT/) in vLLM, generat
 eval: $(RUN_DEPS) ## Perplexity/agreement/KL of DIR vs its source MODEL through vLLM (MAX_PPL_INCREASE gates)
 	$(call need,DIR,make eval MODEL=models/smollm2-135m DIR=out/<name>)
 	$(call need,MODEL,make eval MODEL=models/smollm2-135m DIR=out/<name>)
-	$(QUANTIZE_CMD) eval "$(OUT_PATH)/$(notdir $(DIR))" --reference "$(QUANTIZE_MODEL)" \
+	$(QUANTIZE_CMD) eval "$(OUT_PATH)/$(notdir $(DIR))" --source "$(QUANTIZE_MODEL)" \
 	  $(if $(MAX_PPL_INCREASE),--max-ppl-increase $(MAX_PPL_INCREASE)) $(EVAL_ARGS)
 
 .PHONY: demo
@@ -238,7 +239,7 @@ image-clean: ## Remove IMAGE and IMAGE-test (PRUNE=1: also the base image and Bu
 .PHONY: bench
 bench: $(RUN_DEPS) ## vLLM TTFT, prefill and decode tokens/s of DIR (and of MODEL, side by side, when given)
 	$(call need,DIR,make bench MODEL=models/smollm2-135m DIR=out/<name>)
-	$(QUANTIZE_CMD) bench "$(OUT_PATH)/$(notdir $(DIR))" $(if $(MODEL),--reference "$(QUANTIZE_MODEL)") $(BENCH_ARGS)
+	$(QUANTIZE_CMD) bench "$(OUT_PATH)/$(notdir $(DIR))" $(if $(MODEL),--baseline "$(QUANTIZE_MODEL)") $(BENCH_ARGS)
 
 .PHONY: bench-seed
 bench-seed: $(STAMP) ## Seed script vs quantize side by side: wall time, peak RSS, output size (BENCH_SHAPE)
@@ -259,7 +260,7 @@ fault-matrix: smollm2 ## smoke --reference against planted faults, tiny Llama an
 	  name=$$(basename $$model)-minmax-g32; \
 	  $(PY) -m quantize $$model --method minmax --scheme groupwise --groupsize 32 \
 	    --output-dir $(OUT)/fault-matrix/$$name --overwrite; \
-	  $(PY) -m tests.faults $(OUT)/fault-matrix/$$name --work $(OUT)/fault-matrix/planted \
+	  $(PY) -m tools.faults $(OUT)/fault-matrix/$$name --work $(OUT)/fault-matrix/planted \
 	    --markdown docs/fault-matrix/$$name.md; \
 	done
 
@@ -323,12 +324,17 @@ test-arm64: ## Tiny DeepSeek-V2 and Llama W4A8 on vLLM's Arm kernels: native on 
 	ARM64_CPU="$(ARM64_CPU)" ARM64_VLLM_WHEEL="$(ARM64_VLLM_WHEEL)" tests/arm64/run.sh $(ARM64_ARGS)
 
 .PHONY: lint
-lint: $(STAMP) ## ruff, shellcheck, hadolint and zizmor (workflows, offline)
-	$(PY) -m ruff check quantize tests scripts benchmarks
-	$(PY) -m ruff format --check quantize tests scripts benchmarks
-	$(VENV)/bin/shellcheck scripts/*.sh docker/*.sh tests/arm64/*.sh .ci/run
-	$(VENV)/bin/hadolint Dockerfile
-	$(VENV)/bin/zizmor --offline --min-severity low .github/workflows
+lint: $(LINT_VENV)/.installed ## ruff, shellcheck, hadolint and zizmor (workflows, offline); needs no model stack
+	$(LINT_VENV)/bin/ruff check quantize tests tools scripts benchmarks
+	$(LINT_VENV)/bin/ruff format --check quantize tests tools scripts benchmarks
+	$(LINT_VENV)/bin/shellcheck scripts/*.sh docker/*.sh tests/arm64/*.sh .ci/run
+	$(LINT_VENV)/bin/hadolint Dockerfile
+	$(LINT_VENV)/bin/zizmor --offline --min-severity low .github/workflows
+
+$(LINT_VENV)/.installed: requirements/dev.txt
+	@[[ -x $(LINT_VENV)/bin/python ]] || $(PYTHON_BASE) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install -q --no-deps --require-hashes -r requirements/dev.txt
+	touch $@
 
 .PHONY: lock
 lock: ## Regenerate the hash locks in requirements/ (needs PyPI and uv)

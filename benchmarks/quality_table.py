@@ -2,7 +2,7 @@
 
 For each variant (minmax/mse x channelwise/groupwise-32; gptq, imatrix, the AWQ recipe and awq-gptq at
 groupwise-32) it runs the real CLI as a user would: `python -m quantize MODEL ...` (wall time and peak RSS from the
-checkpoint's manifest), then `python -m quantize eval DIR --reference MODEL` (perplexity through vLLM, top-1
+checkpoint's manifest), then `python -m quantize eval DIR --source MODEL` (perplexity through vLLM, top-1
 agreement, KL), and scores the same checkpoint on the PyTorch reference path (`benchmarks.weight_error.perplexity`:
 int4 weights dequantized, int8 per-token activations, float32). The bf16 rows are the source's own perplexities.
 
@@ -96,7 +96,7 @@ def row(name: str, model: Path, out: Path, eval_args: list[str] | None, calibrat
     info = json.loads((target / "quantization-manifest.json").read_text())
     metrics = {}
     if eval_args is not None:
-        metrics = json.loads(cli("eval", str(target), "--reference", str(model), *eval_args).stdout)["metrics"]
+        metrics = json.loads(cli("eval", str(target), "--source", str(model), *eval_args).stdout)["metrics"]
     return {
         "variant": name,
         "engine": info["arguments"]["engine"],

@@ -1,7 +1,7 @@
-"""`python -m quantize bench DIR [--reference SOURCE]`: vLLM offline generation speed, side by side.
+"""`python -m quantize bench DIR [--baseline MODEL]`: vLLM offline generation speed, side by side.
 
-For each model (the reference first, when given) and each batch size, on fixed synthetic prompts (token ids
-drawn with a fixed seed, so every model and run sees the same ones):
+For each model (the baseline first, when given: `reference` in the report) and each batch size, on fixed
+synthetic prompts (token ids drawn with a fixed seed, so every model and run sees the same ones):
 - prefill: generate 1 token; time to first token (TTFT) = that call's wall time, prefill tokens/s =
   batch x input length / TTFT;
 - decode: generate `output_len` tokens with EOS ignored; decode tokens/s = batch x (output_len - 1) /
@@ -25,8 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import card, manifest, source, vllm_engine
+from .contract import X86_NOTE
 from .errors import QuantizeError
-from .host import X86_NOTE, cpu_model, is_arm
+from .host import cpu_model, is_arm
 
 DEFAULT_INPUT_LEN = 128
 DEFAULT_OUTPUT_LEN = 32
@@ -157,7 +158,7 @@ def chart(report: dict, path: Path) -> None:
 
 def run(
     directory: str | Path,
-    reference: str | None = None,
+    baseline: str | None = None,
     input_len: int = DEFAULT_INPUT_LEN,
     output_len: int = DEFAULT_OUTPUT_LEN,
     batch_sizes=DEFAULT_BATCH_SIZES,
@@ -178,8 +179,8 @@ def run(
     report_dir = Path(report_dir) if report_dir else directory
     report_dir.mkdir(parents=True, exist_ok=True)
     targets = [("quantized", directory)]
-    if reference:
-        targets.insert(0, ("reference", source.resolve(reference).path))
+    if baseline:
+        targets.insert(0, ("reference", source.resolve(baseline).path))
     models = []
     for label, path in targets:
         result = measure(path, input_len, output_len, tuple(batch_sizes), repeats, eager, vllm_dtype["dtype"])
@@ -194,7 +195,7 @@ def run(
         "vllm_version": vllm_version,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    if reference:
+    if baseline:
         ref, quant = models[0]["results"], models[1]["results"]
         report["ratios"] = [
             {

@@ -17,7 +17,7 @@ import shlex
 from pathlib import Path
 
 from . import __version__, checkpoint, manifest, recipe
-from .host import MOE_ARM_ONLY
+from .contract import EXPERTS_PATTERN, MOE_ARM_ONLY, W4A8_SCHEME
 from .manifest import CARD
 from .output import human_size
 
@@ -56,7 +56,7 @@ def quantize_command(info: dict) -> list[str]:
             argv += ["--awq-grid", str(args["awq_grid"])]
     if args.get("skip_experts"):
         argv.append("--skip-experts")
-    built_in = set(recipe.DEFAULT_IGNORE) | {recipe.EXPERTS_PATTERN}
+    built_in = set(recipe.DEFAULT_IGNORE) | {EXPERTS_PATTERN}
     for pattern in args["ignore"]:
         if pattern not in built_in:
             argv += ["--ignore", pattern]
@@ -99,7 +99,7 @@ def _scheme(info: dict, name: str, arm_only: bool) -> list[str]:
         "|---|---|",
         f"| weights | int4, symmetric, one scale {weights}; {method}, observer `{observer}` |",
         "| activations | int8, asymmetric, dynamic per token (computed at run time: no calibration) |",
-        "| format | compressed-tensors `int-quantized` (vLLM: `CompressedTensorsW4A8Int`) |",
+        f"| format | compressed-tensors `int-quantized` (vLLM: `{W4A8_SCHEME}`) |",
         f"| not quantized | {ignored} |",
         f"| routed MoE experts | {experts} |",
         f"| weights on disk | {human_size(size)} |",

@@ -1,4 +1,4 @@
-"""`python -m quantize eval QUANT_DIR --reference SOURCE`: what quantization cost, measured through vLLM.
+"""`python -m quantize eval QUANT_DIR --source MODEL`: what quantization cost, measured through vLLM.
 
 Both models score the same token windows of a corpus with vLLM's prompt log-probs (the path that serves
 the model), one engine after the other in this process. From the two sets of log-probs:
@@ -115,7 +115,7 @@ def markdown(report: dict) -> str:
 
 def run(
     directory: str | Path,
-    reference: str,
+    source_model: str,
     corpus_spec: str = DEFAULT_CORPUS,
     seq_len: int = DEFAULT_SEQ_LEN,
     top_k: int = DEFAULT_TOP_K,
@@ -131,7 +131,7 @@ def run(
     directory = Path(directory)
     vllm_dtype = vllm_engine.resolve_dtype(directory, dtype)  # both models run in it
     t0 = time.perf_counter()
-    ref = source.resolve(reference, revision)
+    ref = source.resolve(source_model, revision)
     texts = corpus.load_texts(corpus_spec)
     windows = corpus.token_windows(AutoTokenizer.from_pretrained(ref.path), texts, seq_len, max_windows)
     if not windows:
@@ -140,7 +140,7 @@ def run(
     quant_scores = score(directory, windows, top_k, eager, vllm_dtype["dtype"])
     report = {
         "model": str(directory),
-        "reference": reference,
+        "reference": source_model,
         "corpus": corpus_spec,
         "seq_len": seq_len,
         "top_k": top_k,

@@ -7,14 +7,6 @@ import ctypes
 import platform
 from pathlib import Path
 
-# vLLM's W4A8 MoE kernels exist only on Arm: a checkpoint with quantized routed experts does not load on x86_64
-# (`--skip-experts` leaves them unquantized).
-MOE_ARM_ONLY = "vLLM's W4A8 MoE kernels exist only on Arm (aarch64)"
-# On other CPUs vLLM runs W4A8 Linear layers through PyTorch's reference path: the figures mean nothing for Arm.
-X86_NOTE = (
-    "x86_64: vLLM runs W4A8 linear layers through PyTorch's reference path (no Arm KleidiAI kernels), "
-    "so the quantized model's figures here are not representative of Graviton/Ampere"
-)
 # (implementer, part) from /proc/cpuinfo -> core name, for the CPUs this recipe targets
 ARM_PARTS = {
     ("0x41", "0xd0c"): "Arm Neoverse-N1 (Graviton2, Ampere Altra)",
@@ -90,6 +82,27 @@ def cpu_model() -> str:
         return fields["model name"]
     key = (fields.get("CPU implementer", ""), fields.get("CPU part", ""))
     return ARM_PARTS.get(key, f"Arm implementer {key[0]} part {key[1]}")
+
+
+# Linux lets a process use AMX tiles (Intel Xeon since Sapphire Rapids) only once it has asked (arch_prctl
+# ARCH_REQ_XCOMP_PERM); before that the first tile instruction is an illegal instruction. The permission is kept
+# across fork and dropped at exec. vLLM 0.32's CPU attention picks its AMX kernel for bf16 whenever the CPU has AMX
+# but never asks, and its CPU workers are spawned (exec), so on such hosts every bf16 generation dies with SIGILL
+# (torch's oneDNN asks for itself, which is why plain torch works there). Measured on an Intel Xeon with amx_bf16,
+# 2026-12-07: `smoke` exit -4 without the request, 0 with it.
+SYS_ARCH_PRCTL = 158  # x86_64
+ARCH_REQ_XCOMP_PERM = 0x1023
+XFEATURE_XTILEDATA = 18
+
+
+def request_amx() -> bool:
+    """Ask Linux for AMX tile use in this process; True when granted, False where there is no AMX (any other CPU,
+    or a kernel or hypervisor that does not offer it). vLLM runs this in each of its processes, workers included:
+    it is the package's `vllm.general_plugins` entry point (pyproject.toml)."""
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0
 
 
 def release_freed_memory() -> None:

@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import card, corpus, hashing, host, manifest, output, shapes, source, source_check, stream
+from . import card, contract, corpus, hashing, host, manifest, output, shapes, source, source_check, stream
 from .errors import QuantizeError, warn
 from .recipe import GPTQ_METHODS, Recipe
 
@@ -45,9 +45,10 @@ class Job:
     dtype: str = "auto"
     trust_remote_code: bool = False
     overwrite: bool = False
-    # "load" (oneshot on the loaded model), "offload" (oneshot on a model whose weights wait on disk, onloaded a
-    # decoder layer at a time), "stream" (tensor by tensor, data-free methods), "auto" (stream or offload)
-    engine: str = "load"
+    # How the weights are held while quantizing (not vLLM's engine): "load" (oneshot on the loaded model), "offload"
+    # (oneshot on a model whose weights wait on disk, onloaded a decoder layer at a time), "stream" (tensor by
+    # tensor, data-free methods), "auto" (what --engine defaults to: offload or stream where they apply, else load)
+    engine: str = "auto"
     shard_bytes: int = stream.DEFAULT_SHARD_BYTES
     calibration: str = "builtin:calibration"  # text for calibrated methods (gptq, imatrix): see corpus.py
     calibration_samples: int = 128  # at most this many windows of calibration_seq_len tokens
@@ -223,15 +224,13 @@ def _from_pretrained(work: _Work, offload_dir: Path | None):
 def check_servable(recipe: Recipe, partial: Path) -> None:
     """A recipe file's checkpoint, refused (and never renamed into place) if vLLM could not serve it: the file's
     scheme was checked before loading, but transforms (online rotations) show only in the config written."""
-    from . import checkpoint, validate
+    from . import checkpoint
 
-    try:
-        validate.check_config(checkpoint.quantization_config(partial))
-    except QuantizeError as exc:
+    if problem := contract.config_problem(checkpoint.quantization_config(partial)):
         raise QuantizeError(
-            f"{recipe.option} wrote a checkpoint vLLM cannot serve: {exc.message.removeprefix('validation failed: ')}",
+            f"{recipe.option} wrote a checkpoint vLLM cannot serve: {problem}",
             "remove what the message names from the recipe",
-        ) from exc
+        )
 
 
 @contextlib.contextmanager

@@ -10,6 +10,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from .contract import EXPERTS_PATTERN
+
 SEED_METHODS = ("minmax", "mse")  # data-free observers, the seed's two choices
 # Calibrated methods, not in the seed: they run calibration text through the loaded model.
 # - gptq: llmcompressor's GPTQ picks each group's scale with the mse observer, then chooses the rounding column by
@@ -52,9 +54,6 @@ ROUTER_GATE_PATTERNS = (
     r"re:.*shared_expert_gate$",
 )
 DEFAULT_IGNORE = ("lm_head", *ROUTER_GATE_PATTERNS)
-# Routed MoE experts: `--skip-experts` leaves these in the source dtype so the checkpoint also loads on x86_64
-# (host.MOE_ARM_ONLY).
-EXPERTS_PATTERN = r"re:.*mlp\.experts\..*"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The seed's options pick one modifier (QuantizationModifier, or GPTQModifier for gptq). A recipe file opens the
 rest of llmcompressor: AWQ smoothing before quantizing, GPTQ's options, an observer's search grid, SmoothQuant,
 offline rotations. It is checked before any weight is downloaded: its quantizing modifiers must agree on one
-scheme, and that scheme must be one vLLM's CPU W4A8 path runs (`validate.scheme_problem`, the check `validate`
+scheme, and that scheme must be one vLLM's CPU W4A8 path runs (`contract.scheme_problem`, the check `validate`
 applies to the config written). Router gates and lm_head are added to every quantizing modifier's ignore list
 (vLLM's MoE layers need the routers unquantized). The scheme (channelwise/groupwise, group size) comes from the
 file, and the output is named after it: `awq-mse-g32.yaml` -> `<model>-w4a8dyn-awq-mse-g32`. recipes/ has
@@ -16,14 +16,9 @@ import json
 from pathlib import Path
 
 from . import recipe as recipe_module
+from .contract import SERVABLE, scheme_problem
 from .errors import QuantizeError
 from .recipe import DEFAULT_GROUPSIZE, FILE_METHOD, Recipe
-from .validate import scheme_problem
-
-SERVABLE = (
-    "int4 symmetric channel/group weights with int8 dynamic per-token asymmetric activations "
-    "(the config_groups of recipes/w4a8-mse-g32.yaml)"
-)
 
 
 def load(path: str | Path, skip_experts: bool = False, extra_ignore: tuple[str, ...] = ()) -> Recipe:

@@ -39,7 +39,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import checkpoint, smoke, vllm_engine
+from . import checkpoint, vllm_engine
+from .contract import check_runnable
 from .errors import QuantizeError
 from .health import DEFAULT_PORT, SERVER_MODULE
 from .host import cpu_model
@@ -281,7 +282,7 @@ def run(
     key = api_key(api_key_file)
     check_exposure(host, key, allow_no_api_key)
     directory = Path(directory).absolute()
-    smoke.check_runnable(directory)
+    check_runnable(directory)
     vllm_dtype = vllm_engine.resolve_dtype(directory, dtype)
     config = checkpoint.read_config(directory)
     name = served_model_name or directory.name

@@ -12,9 +12,9 @@ import time
 from functools import partial
 from pathlib import Path
 
-from . import checkpoint
+from .contract import W4A8_SCHEME, X86_NOTE, check_runnable
 from .errors import QuantizeError
-from .host import MOE_ARM_ONLY, X86_NOTE, cpu_model, is_arm
+from .host import cpu_model, is_arm
 from .vllm_engine import close, load, resolve_dtype
 
 DEFAULT_PROMPTS = [
@@ -23,18 +23,6 @@ DEFAULT_PROMPTS = [
     "Arm Neoverse cores are",
     "The red fox",
 ]
-W4A8_SCHEME = "CompressedTensorsW4A8Int"
-
-
-def check_runnable(directory: Path) -> None:
-    """Fail fast, before vLLM starts, on what this host cannot serve."""
-    checkpoint.quantization_config(directory)
-    if not is_arm() and checkpoint.has_quantized_experts(directory):
-        raise QuantizeError(
-            f"{directory} has W4A8 MoE experts, and {MOE_ARM_ONLY}; this host is {platform.machine()}",
-            "run smoke on an arm64 host (Graviton, Ampere), or re-quantize with --skip-experts "
-            "to leave the experts unquantized so the checkpoint also loads on x86_64",
-        )
 
 
 def describe_layers(model) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import checkpoint, manifest, shapes, source_check
+from .contract import config_problem
 from .errors import QuantizeError
 from .hashing import sha256_file
 
@@ -28,63 +29,11 @@ def fail(message: str) -> QuantizeError:
     return QuantizeError(f"validation failed: {message}", FIX, exit_code=1)
 
 
-# activation orderings vLLM's W4A8 path refuses: they permute a layer's input groups (`g_idx`), which the
-# KleidiAI packing cannot follow; "weight" (alias "static") only changes the order GPTQ rounds in
-REFUSED_ACTORDER = ("group", "dynamic")
-
-
-def scheme_problem(group: dict) -> str | None:
-    """Why one quantization config group is not the W4A8-dynamic scheme vLLM serves on CPU, or None. Shared by
-    `validate` (the written config) and `--recipe` (a recipe file, before any weight is loaded)."""
-    w, a = group.get("weights") or {}, group.get("input_activations") or {}
-    expected = [
-        ("targets", group.get("targets"), ["Linear"]),
-        ("weights.num_bits", w.get("num_bits"), 4),
-        ("weights.type", w.get("type"), "int"),
-        ("weights.symmetric", w.get("symmetric"), True),
-        ("weights.dynamic", w.get("dynamic"), False),
-        ("input_activations.num_bits", a.get("num_bits"), 8),
-        ("input_activations.type", a.get("type"), "int"),
-        ("input_activations.strategy", a.get("strategy"), "token"),
-        ("input_activations.symmetric", a.get("symmetric"), False),
-        ("input_activations.dynamic", a.get("dynamic"), True),
-        ("output_activations", group.get("output_activations"), None),
-    ]
-    for key, got, want in expected:
-        if got != want:
-            return f"{key} is {got!r}, the W4A8-dynamic recipe needs {want!r}"
-    if w.get("strategy") not in ("channel", "group"):
-        return f"weights.strategy is {w.get('strategy')!r}, expected channel or group"
-    if w.get("strategy") == "group" and not w.get("group_size"):
-        return "weights.strategy is group but group_size is missing"
-    if w.get("actorder") in REFUSED_ACTORDER:
-        return f"weights.actorder is {w.get('actorder')!r}, which vLLM's W4A8 path refuses (use 'weight' or none)"
-    return None
-
-
-def online_transforms(qc: dict) -> list[str]:
-    """Names of transforms a checkpoint asks vLLM to apply at run time (online Hadamard rotations need
-    `hadacore_transform`, absent from vLLM's CPU build); offline ones are already fused into the weights."""
-    from compressed_tensors.transform import TransformConfig
-
-    if not qc.get("transform_config"):
-        return []
-    config = TransformConfig.model_validate(qc["transform_config"])
-    return sorted(name for name, scheme in config.config_groups.items() if any(a.is_online() for a in scheme.apply))
-
-
 def check_config(qc: dict) -> dict:
-    groups = qc.get("config_groups") or {}
-    if len(groups) != 1:
-        raise fail(f"expected one config group, found {len(groups)}")
-    if qc.get("format") != "int-quantized":
-        raise fail(f"quantization_config format is {qc.get('format')!r}, the W4A8-dynamic recipe needs 'int-quantized'")
-    group = next(iter(groups.values()))
-    if problem := scheme_problem(group):
-        raise fail(f"quantization_config {problem}")
-    if online := online_transforms(qc):
-        raise fail(f"quantization_config has online transforms ({', '.join(online)}), which vLLM on CPU cannot run")
-    return group["weights"]
+    """The weights' arguments of a checkpoint's one config group, if it is the scheme vLLM serves on CPU."""
+    if problem := config_problem(qc):
+        raise fail(problem)
+    return next(iter(qc["config_groups"].values()))["weights"]
 
 
 def check_tensor_pair(module: str, weight, scale, weights_args: dict) -> None:

@@ -27,14 +27,15 @@ def quantize(model: str | Path, output_dir: str | Path | None = None, *, output_
 
     `options` are Recipe fields (method, scheme, groupsize, skip_experts, extra_ignore), or `recipe_file=PATH`
     (what `--recipe PATH` loads), and Job fields (engine, shard_bytes, dtype, overwrite, calibration, ...); unset
-    ones keep their defaults (engine "load"). Without `output_dir`, the output gets the seed's name under
-    `output_root`, as on the command line."""
+    ones keep their defaults, except the engine: "load" unless given (Job's and the CLI's default is "auto").
+    Without `output_dir`, the output gets the seed's name under `output_root`, as on the command line."""
     from quantize import quantizer, recipe_file
     from quantize.recipe import Recipe
 
     recipe_fields = {f.name for f in dataclasses.fields(Recipe)}
     chosen = {k: v for k, v in options.items() if k in recipe_fields}
     path = options.pop("recipe_file", None)
+    options.setdefault("engine", "load")
     recipe = recipe_file.load(path, chosen.get("skip_experts", False)) if path else Recipe(**chosen)
     job = quantizer.Job(
         model_id=str(model),
@@ -95,7 +96,7 @@ def slow_if_deepseek_mse(arch: str, method: str) -> list:
     """Marks for a test parameter: `slow` for the mse method on the tiny DeepSeek (fixture `tiny_deepseek`),
     whose observer searches a scale for every row of every expert: a few seconds on an idle CPU, up to a minute
     on a busy one (torch's threads wait on each other)."""
-    import pytest  # here, not at the top: tests/faults.py imports this module outside pytest (test-arm64)
+    import pytest  # here, not at the top: tests/arm64/check.py runs without pytest
 
     return [pytest.mark.slow] if (arch, method) == ("tiny_deepseek", "mse") else []
 

@@ -11,13 +11,13 @@ and for the tiny Llama channelwise and groupwise-32 (`--variants` picks), and ch
   layer got CompressedTensorsW4A8Int8MoEMethod,
 - the quantized Linear layers run on the W4A8 linear kernel (Dynamic4bitLinearKernel),
 - `smoke --reference` passes: every W4A8 Linear, run by vLLM's Arm kernel, matches the checkpoint's dequantized
-  weights, and vLLM's next-token distributions match the float32 PyTorch reference (quantize/reference.py),
+  weights, and vLLM's next-token distributions match the float32 PyTorch reference (quantize/reference/),
 - vLLM ran in the dtype this CPU can run (float32 without bf16: Neoverse N1, known here from the emulated CPU's
   name or /proc/cpuinfo, not from the code under test), and on such a CPU `smoke --dtype bfloat16` of a
   channelwise checkpoint is refused before vLLM starts,
 - `serve` answers a completion (the first groupwise DeepSeek-V2 checkpoint),
 
-then that two faults are caught: the groupwise checkpoint with two experts swapped (tests/faults.py) must fail
+then that two faults are caught: the groupwise checkpoint with two experts swapped (tools/faults.py) must fail
 `smoke --reference` against the good one (the experts are checked end to end only), and a checkpoint with a
 deliberately wrong recipe (an expert group size that does not divide the experts' intermediate size) is
 refused by vLLM, with vLLM's own error shown. Prints each step's time.
@@ -45,8 +45,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from tests import faults  # noqa: E402
 from tests.tiny_models import fixture  # noqa: E402
+from tools import faults  # noqa: E402
 
 MOE_BACKEND_LINE = "Using CPU_INT4 W4A8 Int8 MoE backend"
 MOE_METHOD = "CompressedTensorsW4A8Int8MoEMethod"

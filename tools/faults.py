@@ -5,18 +5,21 @@ sign or packing of the int4 values, scales applied to the wrong group, experts m
 built from the good checkpoint, vLLM serves the faulty one, so the check sees exactly "vLLM computes something
 other than what the checkpoint means".
 
-    python -m tests.faults GOOD_CHECKPOINT [--work DIR] [--layer MODULE] [--markdown FILE]   # the whole matrix
+    python -m tools.faults GOOD_CHECKPOINT [--work DIR] [--layer MODULE] [--markdown FILE]   # the whole matrix
 
 Exit 0 when the good checkpoint passes and every fault fails; used by `make fault-matrix` (SmolLM2-135M) and,
-fault by fault, by tests/test_smoke.py (tiny models).
+fault by fault, by tests/e2e/test_smoke.py (tiny models) and tests/arm64/check.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +28,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from quantize.host import cpu_model
-from tests.helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]  # where `python -m quantize` imports this checkout's package
 
 
 def _edit(ckpt: Path, edit) -> None:
@@ -116,7 +120,14 @@ def plant(good: Path, bad: Path, edit) -> Path:
 
 def smoke(*args, timeout: float | None = None) -> tuple[int, dict, str]:
     """`python -m quantize smoke ARGS --eager` in a fresh process: exit code, JSON report (stdout), stderr."""
-    result = run_cli("smoke", *args, "--eager", timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "quantize", "smoke", *map(str, args), "--eager"],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     report = json.loads(result.stdout) if result.stdout.strip().startswith("{") else {}
     return result.returncode, report, result.stderr
 
@@ -176,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         ok &= code == 1 and report.get("agreement", {}).get("passed") is False
         shutil.rmtree(bad)
     text = (
-        f"`python -m tests.faults {args.good}` on {platform.machine()} ({cpu_model()}), "
+        f"`python -m tools.faults {args.good}` on {platform.machine()} ({cpu_model()}), "
         f"{datetime.now(timezone.utc):%Y-%m-%d}; damaged layer `{layer}`; "
         f"fault matrix {'passed' if ok else 'FAILED'}.\n\n{table(rows)}\n"
     )

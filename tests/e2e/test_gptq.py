@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from quantize import checkpoint, corpus, manifest, validate
-from tests import faults
 from tests.helpers import error_line, quantize, read_tensors, run_cli, run_main
+from tools import faults
 
 
 @pytest.mark.slow  # about 30 s: a GPTQ run and a rounding run, each in a fresh process

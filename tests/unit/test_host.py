@@ -8,6 +8,8 @@ N1's instruction set, where the facts are real.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from quantize import host, vllm_engine
@@ -114,3 +116,23 @@ def test_cli_refuses_bf16_on_n1_before_vllm_starts(capsys, checkpoints, no_bf16,
     assert error_line(result) == (
         f"error: --dtype bfloat16: {N1}, and {why} (fix: --dtype float32 (what --dtype auto runs here))"
     )
+
+
+def test_vllm_runs_the_amx_request_in_each_of_its_processes():
+    """vLLM's spawned CPU workers run `vllm.general_plugins` entry points: that is how they get AMX on Intel Xeons
+    (without it vLLM's bf16 attention dies with SIGILL there; tests/e2e/test_smoke.py is what shows it)."""
+    from importlib.metadata import entry_points
+
+    plugins = {ep.name: ep for ep in entry_points(group="vllm.general_plugins")}
+    assert plugins["vllm_arm_int4_amx"].load() is host.request_amx
+
+
+def test_amx_request_is_refused_without_amx_and_repeatable():
+    """False on CPUs without AMX (Arm, AMD, older Xeons); where AMX is offered, asking twice is fine (vLLM loads
+    plugins more than once)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text().split() if cpuinfo.exists() else []
+    if host.platform.machine() != "x86_64" or "amx_tile" not in flags:
+        assert host.request_amx() is False
+    else:
+        assert host.request_amx() == host.request_amx()

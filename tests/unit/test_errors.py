@@ -15,7 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from quantize import cli, output, stream
+from quantize import output, stream
+from quantize.errors import QuantizeError
 from quantize.recipe import Recipe
 from tests.helpers import Cases, error_line, quantize, run_cli, run_main
 
@@ -479,7 +480,7 @@ def test_free_space_counts_what_a_resumable_run_left(tmp_path, monkeypatch):
     (partial / "model-00001-of-00002.safetensors").write_bytes(b"\0" * (3 << 20))
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=2 << 20))
     output.check_free_space(target, 5 << 20, resumable=True)  # 2 MiB free + 3 MiB to reuse is enough
-    with pytest.raises(cli.QuantizeError) as info:
+    with pytest.raises(QuantizeError) as info:
         output.check_free_space(target, 6 << 20, resumable=True)
     assert info.value.format() == (
         f"error: the output needs about 6.0 MiB but the filesystem of {tmp_path} has 2.0 MiB free (and 3.0 MiB "

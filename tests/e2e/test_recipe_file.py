@@ -13,8 +13,8 @@ import pytest
 from quantize import card, checkpoint, manifest, validate
 from quantize.errors import QuantizeError
 from quantize.recipe import EXPERTS_PATTERN, parse_modifiers
-from tests import faults
 from tests.helpers import ROOT, quantize, read_tensors, run_main
+from tools import faults
 
 RECIPES = ROOT / "recipes"
 W4A8 = """        group_0:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ARM64 = Path(__file__).parent / "arm64"
+ARM64 = Path(__file__).resolve().parents[1] / "arm64"
 pytestmark = pytest.mark.skipif(not ARM64.is_dir(), reason="tests/arm64 is kept out of images (.dockerignore)")
 
 
@@ -60,8 +60,8 @@ def test_check_refuses_a_non_arm_python():
 
 
 def test_the_check_runs_without_pytest():
-    """The emulated arm64 environment has the stack but no test tools: check.py and what it imports (tests.faults,
-    tests.helpers) must not need pytest."""
+    """The emulated arm64 environment has the stack but no test tools: check.py and what it imports (tools.faults,
+    tests.tiny_models) must not need pytest."""
     code = (
         "import sys; sys.modules['pytest'] = None; sys.argv = ['check.py', '--help']; import runpy; "
         "runpy.run_path('tests/arm64/check.py', run_name='__main__')"

@@ -13,7 +13,7 @@ from quantize.recipe import Recipe
 from quantize.shapes import check_group_size, quantizable_in_features
 from tests.helpers import error_line, run_main
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "docker" / "vllm-sources.sh"
 pytestmark = pytest.mark.skipif(
     not SCRIPT.is_file(), reason="docker/ is repository-only: the image has no build scripts"

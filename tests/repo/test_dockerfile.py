@@ -14,7 +14,7 @@ from dockerfile_parse import DockerfileParser
 
 from quantize import health
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REQ = ROOT / "requirements"
 
 

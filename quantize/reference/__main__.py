@@ -1,0 +1,3 @@
+from .child import main
+
+raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""The package's import graph, layer by layer, and the rules it must keep (`make structure`).
+
+Every `from . import x` / `from .x import y` in quantize/, at module level or inside a function, is an edge; the
+`cli` and `reference` packages count as one node each. Printed bottom-up: a module sits one layer above the
+highest module it imports. Exit 1 when the graph has a cycle, when anything imports `cli`, or when `contract`
+imports one of the modules that rely on it.
+
+    python -m tools.structure [--dot]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "quantize"
+GROUPS = ("cli", "reference")  # sub-packages shown as one node
+CONTRACT_USERS = ("validate", "recipe_file", "quantizer", "smoke", "serve", "card")
+
+
+def node(parts: list[str]) -> str:
+    """`quantize.cli.smoke` -> `cli`, `quantize.reference.model` -> `reference`, `quantize.stream` -> `stream`."""
+    return parts[0] if parts and parts[0] in GROUPS else ".".join(parts[:1])
+
+
+def imports(path: Path) -> set[str]:
+    """The package modules `path` imports, as nodes."""
+    here = path.relative_to(PACKAGE).with_suffix("").parts
+    package = list(here[:-1]) if path.name != "__init__.py" else list(here[:-1])
+    found = set()
+    for stmt in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(stmt, ast.ImportFrom) or stmt.level == 0:
+            if isinstance(stmt, ast.ImportFrom) and (stmt.module or "").startswith("quantize."):
+                found.add(node(stmt.module.split(".")[1:]))
+            continue
+        base = package[: len(package) - (stmt.level - 1)] if stmt.level > 1 else package
+        if stmt.module:
+            found.add(node(base + stmt.module.split(".")))
+        else:
+            found.update(node(base + [alias.name]) for alias in stmt.names)
+    return {n for n in found if n}
+
+
+def graph() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+        name = node(parts)
+        if name in ("__init__", "__main__") or not name:
+            continue
+        edges.setdefault(name, set()).update(imports(path) - {name, "__init__"})
+    return edges
+
+
+def layers(edges: dict[str, set[str]]) -> tuple[dict[str, int], list[str]]:
+    """Each node's layer (0: imports nothing of the package), and the nodes on a cycle (no layer)."""
+    level: dict[str, int] = {}
+    remaining = dict(edges)
+    while remaining:
+        ready = [n for n, deps in remaining.items() if all(d in level for d in deps if d in edges)]
+        if not ready:
+            return level, sorted(remaining)
+        for n in ready:
+            level[n] = 1 + max((level[d] for d in remaining[n] if d in level), default=-1)
+            del remaining[n]
+    return level, []
+
+
+def problems(edges: dict[str, set[str]], level: dict[str, int], cyclic: list[str]) -> list[str]:
+    found = [f"import cycle among: {', '.join(cyclic)}"] if cyclic else []
+    found += [f"{n} imports cli: only the command line may" for n, deps in edges.items() if "cli" in deps]
+    found += [f"contract imports {d}, which relies on it" for d in edges.get("contract", ()) if d in CONTRACT_USERS]
+    found += [f"{u} does not import contract" for u in CONTRACT_USERS if u in edges and "contract" not in edges[u]]
+    if not cyclic and level.get("cli") != max(level.values()):
+        found.append("cli is not the top layer")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dot", action="store_true", help="print the graph in Graphviz dot instead")
+    args = parser.parse_args(argv)
+    edges = graph()
+    level, cyclic = layers(edges)
+    if args.dot:
+        print("digraph quantize {\n  rankdir=BT;")
+        for n in sorted(edges):
+            for d in sorted(edges[n]):
+                print(f'  "{n}" -> "{d}";')
+        print("}")
+    else:
+        for i in range(max(level.values(), default=-1), -1, -1):
+            names = sorted(n for n, lv in level.items() if lv == i)
+            print(f"{i:2d}  {'  '.join(names)}")
+    found = problems(edges, level, cyclic)
+    for problem in found:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
