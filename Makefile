@@ -324,17 +324,22 @@ test-arm64: ## Tiny DeepSeek-V2 and Llama W4A8 on vLLM's Arm kernels: native on 
 	ARM64_CPU="$(ARM64_CPU)" ARM64_VLLM_WHEEL="$(ARM64_VLLM_WHEEL)" tests/arm64/run.sh $(ARM64_ARGS)
 
 .PHONY: lint
-lint: $(LINT_VENV)/.installed ## ruff, shellcheck, hadolint and zizmor (workflows, offline); needs no model stack
+lint: $(LINT_VENV)/.installed ## ruff, shellcheck, hadolint, zizmor (offline), make structure; needs no model stack
 	$(LINT_VENV)/bin/ruff check quantize tests tools scripts benchmarks
 	$(LINT_VENV)/bin/ruff format --check quantize tests tools scripts benchmarks
 	$(LINT_VENV)/bin/shellcheck scripts/*.sh docker/*.sh tests/arm64/*.sh .ci/run
 	$(LINT_VENV)/bin/hadolint Dockerfile
 	$(LINT_VENV)/bin/zizmor --offline --min-severity low .github/workflows
+	$(LINT_VENV)/bin/python -m tools.structure >/dev/null
 
 $(LINT_VENV)/.installed: requirements/dev.txt
 	@[[ -x $(LINT_VENV)/bin/python ]] || $(PYTHON_BASE) -m venv $(LINT_VENV)
 	$(LINT_VENV)/bin/python -m pip install -q --no-deps --require-hashes -r requirements/dev.txt
 	touch $@
+
+.PHONY: structure
+structure: ## The package's import graph by layer; fails on a cycle or a wall crossed (tools/structure.py)
+	$(PYTHON_BASE) -m tools.structure
 
 .PHONY: lock
 lock: ## Regenerate the hash locks in requirements/ (needs PyPI and uv)

@@ -132,7 +132,6 @@ def run(
     """Quantize `source` into `out` (a partial directory). Returns counts for the manifest."""
     import torch
     from compressed_tensors.compressors import ModelCompressor
-    from safetensors.torch import save_file
     from tqdm import tqdm
 
     headers = checkpoint.tensor_shapes(source)
@@ -150,12 +149,7 @@ def run(
     shard_of = checkpoint.Reader(source).index
 
     progress_path = out / PROGRESS
-    try:
-        progress = json.loads(progress_path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        progress = {}
-    if progress.get("fingerprint") != fingerprint or progress.get("files") != files:
-        progress = {"fingerprint": fingerprint, "files": files, "done": {}}
+    progress = _progress(progress_path, fingerprint, files)
     done = progress["done"]
     resumed = [f for f in files if f in done and (out / f).is_file()]
     if resumed:
@@ -169,28 +163,58 @@ def run(
             if filename in resumed:
                 weight_map.update(done[filename])
                 continue
-            tensors: dict = {}
-            for name in names:
-                with checkpoint.open_shard(shard_of[name]) as fh:  # mapped for this tensor only
-                    tensor = fh.get_tensor(name)
-                source_check.check_finite(name, tensor)
-                module = name.removesuffix(".weight")
-                if name.endswith(".weight") and module in targeted:
-                    tensors.update(quantize_weight(module, tensor, scheme))
-                else:
-                    tensors[name] = tensor
-                bar.update(source_bytes[name])
-            tmp = out / f".{filename}.tmp"
-            save_file(tensors, str(tmp), metadata={"format": "pt"})
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, out / filename)
+            tensors = _write_shard(
+                names, out / filename, shard_of, targeted, scheme, lambda n: bar.update(source_bytes[n])
+            )
             done[filename] = dict.fromkeys(tensors, filename)
             weight_map.update(done[filename])
             progress_path.with_suffix(".tmp").write_text(json.dumps(progress))
             os.replace(progress_path.with_suffix(".tmp"), progress_path)
             del tensors
 
+    _finish(source, out, files, weight_map)
+    ModelCompressor(quantization_config=quantization_config(recipe, ignored)).update_config(str(out))
+    progress_path.unlink()
+    return {"output_shards": len(files), "resumed_shards": len(resumed), "quantized_modules": len(targeted)}
+
+
+def _progress(path: Path, fingerprint: dict, files: list[str]) -> dict:
+    """What an interrupted run of the same command finished, or a fresh record when the run differs."""
+    try:
+        progress = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        progress = {}
+    if progress.get("fingerprint") != fingerprint or progress.get("files") != files:
+        progress = {"fingerprint": fingerprint, "files": files, "done": {}}
+    return progress
+
+
+def _write_shard(names: list[str], path: Path, shard_of: dict, targeted: set, scheme, read) -> dict:
+    """Read the tensors `names` one at a time, quantize the targeted weights, write them to `path` (a temporary
+    name first, fsync'd, then renamed); returns the tensors written. `read(name)` is called after each."""
+    from safetensors.torch import save_file
+
+    tensors: dict = {}
+    for name in names:
+        with checkpoint.open_shard(shard_of[name]) as fh:  # mapped for this tensor only
+            tensor = fh.get_tensor(name)
+        source_check.check_finite(name, tensor)
+        module = name.removesuffix(".weight")
+        if name.endswith(".weight") and module in targeted:
+            tensors.update(quantize_weight(module, tensor, scheme))
+        else:
+            tensors[name] = tensor
+        read(name)
+    tmp = path.parent / f".{path.name}.tmp"
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return tensors
+
+
+def _finish(source: Path, out: Path, files: list[str], weight_map: dict) -> None:
+    """The source's other files (config, tokenizer) beside the shards, and the index when there are several."""
     for path in source.iterdir():
         if path.is_file() and not path.name.endswith(".safetensors") and path.name != "model.safetensors.index.json":
             shutil.copyfile(path, out / path.name)
@@ -198,6 +222,3 @@ def run(
         total_size = sum((out / f).stat().st_size for f in files)
         index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
         (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-    ModelCompressor(quantization_config=quantization_config(recipe, ignored)).update_config(str(out))
-    progress_path.unlink()
-    return {"output_shards": len(files), "resumed_shards": len(resumed), "quantized_modules": len(targeted)}

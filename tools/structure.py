@@ -17,7 +17,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "quantize"
 GROUPS = ("cli", "reference")  # sub-packages shown as one node
-CONTRACT_USERS = ("validate", "recipe_file", "quantizer", "smoke", "serve", "card")
+CONTRACT_USERS = ("validate", "recipe_file", "loaded", "smoke", "serve", "card")
 
 
 def node(parts: list[str]) -> str:
@@ -61,11 +61,20 @@ def layers(edges: dict[str, set[str]]) -> tuple[dict[str, int], list[str]]:
     while remaining:
         ready = [n for n, deps in remaining.items() if all(d in level for d in deps if d in edges)]
         if not ready:
-            return level, sorted(remaining)
+            return level, _on_cycles(remaining)
         for n in ready:
             level[n] = 1 + max((level[d] for d in remaining[n] if d in level), default=-1)
             del remaining[n]
     return level, []
+
+
+def _on_cycles(remaining: dict[str, set[str]]) -> list[str]:
+    """Of the nodes left without a layer, those on a cycle: peel off the ones nothing left imports."""
+    left = dict(remaining)
+    while top := [n for n in left if not any(n in deps for deps in left.values())]:
+        for n in top:
+            del left[n]
+    return sorted(left)
 
 
 def problems(edges: dict[str, set[str]], level: dict[str, int], cyclic: list[str]) -> list[str]:

@@ -65,7 +65,12 @@ def build(epilog: str = "") -> argparse.ArgumentParser:
         "output, a decoder layer in RAM at a time (any method); load: the seed's way, the whole model in RAM; "
         "auto: offload for calibrated methods, else stream where it applies (all give the same output)",
     )
-    calib = p.add_argument_group("calibration (--method gptq, imatrix or awq-gptq; --recipe)")
+    _add_calibration(p.add_argument_group("calibration (--method gptq, imatrix or awq-gptq; --recipe)"))
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _add_calibration(calib) -> None:
     calib.add_argument(
         "--calibration",
         default="builtin:calibration",
@@ -83,8 +88,6 @@ def build(epilog: str = "") -> argparse.ArgumentParser:
         help=f"awq-gptq: points of AWQ's scale search, each a forward pass per layer (default {AWQ_N_GRID}; "
         "docs/quality.md has what more buys)",
     )
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
 
 
 def recipe_of(args: argparse.Namespace):

@@ -158,7 +158,7 @@ def test_too_little_calibration_text_warns(tiny_llama):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from quantize.quantizer import calibration_warning, widest_input
+    from quantize.calibration import calibration_warning, widest_input
     from quantize.recipe import Recipe
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)

@@ -1,0 +1,22 @@
+"""The package's walls (tools/structure.py, `make structure`): cli on top, the contract below its users, no cycle."""
+
+from __future__ import annotations
+
+from tools import structure
+
+
+def test_the_package_keeps_its_walls():
+    edges = structure.graph()
+    level, cyclic = structure.layers(edges)
+    assert structure.problems(edges, level, cyclic) == []
+    assert level["cli"] == max(level.values())
+    assert all(level["contract"] < level[user] for user in structure.CONTRACT_USERS)
+
+
+def test_a_crossed_wall_is_reported():
+    edges = {"cli": {"a"}, "a": {"b"}, "b": {"a"}, "contract": {"smoke"}, "smoke": {"cli"}}
+    level, cyclic = structure.layers(edges)
+    found = structure.problems(edges, level, cyclic)
+    assert "import cycle among: a, b" in found
+    assert "smoke imports cli: only the command line may" in found
+    assert "contract imports smoke, which relies on it" in found
