@@ -27,7 +27,6 @@ from .errors import QuantizeError
 
 DEFAULT_CORPUS = "builtin:eval"
 DEFAULT_SEQ_LEN = 512
-DEFAULT_TOP_K = 20
 REPORT_NAME = "eval-report.md"
 
 
@@ -58,7 +57,7 @@ def perplexity(actual: list[float]) -> float:
     return math.exp(-sum(actual) / len(actual))
 
 
-def bucketed_kl(p_top: dict[int, float], q_top: dict[int, float]) -> float:
+def kl_topk_vs_topk(p_top: dict[int, float], q_top: dict[int, float]) -> float:
     """KL(P || Q) over P's top-k tokens plus one bucket for the rest (see the module docstring)."""
     floor = min(q_top.values())
     p = {t: math.exp(lp) for t, lp in p_top.items()}
@@ -76,7 +75,7 @@ def compare(reference: dict, quantized: dict) -> dict:
 
     n = len(reference["actual"])
     agree = sum(argmax(r) == argmax(q) for r, q in zip(reference["top"], quantized["top"], strict=True))
-    kl = [bucketed_kl(r, q) for r, q in zip(reference["top"], quantized["top"], strict=True)]
+    kl = [kl_topk_vs_topk(r, q) for r, q in zip(reference["top"], quantized["top"], strict=True)]
     ppl_ref, ppl_quant = perplexity(reference["actual"]), perplexity(quantized["actual"])
     return {
         "tokens_scored": n,
@@ -118,7 +117,7 @@ def run(
     source_model: str,
     corpus_spec: str = DEFAULT_CORPUS,
     seq_len: int = DEFAULT_SEQ_LEN,
-    top_k: int = DEFAULT_TOP_K,
+    top_k: int = vllm_engine.MAX_LOGPROBS,
     max_windows: int | None = None,
     max_ppl_increase: float | None = None,
     eager: bool = False,

@@ -26,7 +26,7 @@ from .recipe import Recipe
 logger = logging.getLogger(__name__)
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-DTYPE_BYTES = {"auto": 0, "bfloat16": 2, "float16": 2, "float32": 4}  # 0: the checkpoint's own
+LOAD_DTYPE_BYTES = {"auto": 0, "bfloat16": 2, "float16": 2, "float32": 4}  # 0: the checkpoint's own
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def prepare(job: Job, target: Path, timer: manifest.Timer) -> tuple[source.Sourc
     with timer("check"):
         src = source.resolve(job.model_id, job.revision, config_only=True, trust_remote_code=job.trust_remote_code)
         output.check_apart(target, src.path)
-        config = source.read_config(src, job.trust_remote_code)
+        config = source.buildable_config(src, job.trust_remote_code)
         shapes.check_group_size(job.recipe, list(shapes.quantizable_in_features(src.path, job.trust_remote_code)))
         texts = corpus.load_texts(job.calibration) if job.recipe.calibrated else None
     with timer("download"):
@@ -132,7 +132,7 @@ def prepare(job: Job, target: Path, timer: manifest.Timer) -> tuple[source.Sourc
     check_tokenizer(job, src.path, target)
     windows = calibration.calibration_windows(job, src.path, texts) if texts is not None else None
     engine = choose_engine(job, src.path)
-    needed = stream.estimate_output_bytes(src.path, job.recipe, DTYPE_BYTES[job.dtype], job.trust_remote_code)
+    needed = stream.estimate_output_bytes(src.path, job.recipe, LOAD_DTYPE_BYTES[job.dtype], job.trust_remote_code)
     if engine == "offload":  # the offloaded weights: a copy of the source's, upcast by --dtype float32
         needed += sum(p.stat().st_size for p in src.path.glob("*.safetensors")) * (2 if job.dtype == "float32" else 1)
     output.check_free_space(target, needed, resumable=engine == "stream")

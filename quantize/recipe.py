@@ -38,7 +38,6 @@ ROUTER_NAME = re.compile(r"(gate|router)\$?$")  # an AWQ balance pattern naming 
 # Recipe-file modifiers that rotate weights with compressed-tensors transforms: these cannot run on offloaded
 # weights (compressed-tensors 0.19 builds them on the weights' offload device, "disk"), so they load the model.
 ROTATION_MODIFIERS = ("QuIPModifier", "SpinQuantModifier")
-FILE_METHOD = "recipe"  # Recipe.method when the modifiers come from an llmcompressor recipe file (--recipe)
 SCHEMES = ("channelwise", "groupwise")
 DEFAULT_GROUPSIZE = 32
 ACT_TAG = "a8dyn"
@@ -58,7 +57,8 @@ DEFAULT_IGNORE = ("lm_head", *ROUTER_GATE_PATTERNS)
 
 @dataclass(frozen=True)
 class Recipe:
-    """The user's quantization choices, validated on construction."""
+    """The seed's options (and the calibrated methods'), validated on construction. The other kind of recipe, an
+    llmcompressor recipe file, is recipe_file.FileRecipe."""
 
     method: str = "mse"
     scheme: str = "channelwise"
@@ -66,16 +66,14 @@ class Recipe:
     skip_experts: bool = False
     extra_ignore: tuple[str, ...] = field(default_factory=tuple)
     awq_grid: int = AWQ_N_GRID  # awq-gptq only: grid points of AWQ's scale search (--awq-grid)
-    # --recipe FILE (recipe_file.py): the file's name and text; method is FILE_METHOD, scheme and groupsize are
-    # read from the file, and its modifiers replace the seed's
-    file: str | None = None
-    file_text: str = field(default="", repr=False)
+    file = None  # not a field: a FileRecipe's path, None for the seed's options
 
     def __post_init__(self) -> None:
-        if (self.method == FILE_METHOD) != bool(self.file):
-            raise ValueError(f"method {FILE_METHOD!r} comes with a recipe file, and only with one")
-        if self.method not in (*METHODS, FILE_METHOD):
+        if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        self._check_common()
+
+    def _check_common(self) -> None:
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
         if self.groupsize <= 0:
@@ -87,26 +85,21 @@ class Recipe:
 
     @property
     def calibrated(self) -> bool:
-        """Whether calibration text runs through the model (always for a recipe file: AWQ, GPTQ, SmoothQuant and
-        activation-aware observers need it, and it costs the others only time)."""
-        return self.method in CALIBRATED_METHODS or self.file is not None
+        """Whether calibration text runs through the model."""
+        return self.method in CALIBRATED_METHODS
 
     @property
     def rotations(self) -> list[str]:
-        """The recipe file's modifiers that rotate weights (ROTATION_MODIFIERS), in order."""
-        if not self.file:
-            return []
-        return [type(m).__name__ for m in parse_modifiers(self.file_text) if type(m).__name__ in ROTATION_MODIFIERS]
+        """The modifiers that rotate weights (ROTATION_MODIFIERS), in order: only recipe files have any."""
+        return []
 
     @property
     def option(self) -> str:
-        """How the user chose the modifiers, for messages: `--recipe FILE` or `--method M`."""
-        return f"--recipe {self.file}" if self.file else f"--method {self.method}"
+        """How the user chose the modifiers, for messages: `--method M` (`--recipe FILE` for a file's)."""
+        return f"--method {self.method}"
 
     @property
     def observer(self) -> str:
-        if self.file:
-            return str(_file_scheme(self.file_text)["weights"].get("observer"))
         return OBSERVERS.get(self.method, self.method)
 
     @property
@@ -127,15 +120,11 @@ class Recipe:
         return patterns
 
     def suffix(self) -> str:
-        """`<method>-<scheme>[-g<N>]`, exactly as the seed builds it, or a recipe file's name without `.yaml` (plus a
-        tag when experts are skipped)."""
-        # a recipe file names itself: awq-gptq-groupwise-g32.yaml -> ...-w4a8dyn-awq-gptq-groupwise-g32
-        suffix = os.path.splitext(os.path.basename(self.file))[0] if self.file else f"{self.method}-{self.scheme}"
-        if self.scheme == "groupwise" and not self.file:
+        """`<method>-<scheme>[-g<N>]`, exactly as the seed builds it (plus a tag when experts are skipped)."""
+        suffix = f"{self.method}-{self.scheme}"
+        if self.scheme == "groupwise":
             suffix += f"-g{self.groupsize}"
-        if self.skip_experts:
-            suffix += "-dense-experts"
-        return suffix
+        return suffix + ("-dense-experts" if self.skip_experts else "")
 
     def output_name(self, model_id: str) -> str:
         """The seed's directory name: `<basename>-w4a8dyn-<method>-<scheme>[-g<N>]`."""
@@ -151,7 +140,6 @@ class Recipe:
             "ignore": self.ignore,
             "observer": self.observer,
             **({"awq_grid": self.awq_grid} if self.method == "awq-gptq" else {}),
-            **({"recipe_file": self.file} if self.file else {}),
         }
 
     # -- llmcompressor / compressed-tensors objects (imported lazily: they pull in torch) --
@@ -196,29 +184,18 @@ class Recipe:
         """The modifier as an llmcompressor recipe file: `oneshot(model=..., recipe="recipe.yaml")` applies it.
         A recipe file is kept as the user wrote it (llmcompressor cannot read back every recipe it writes: AWQ's
         defaults serialize as Python objects); `modifiers()` adds the router ignores when applying it."""
-        if self.file:
-            return self.file_text
         from llmcompressor.recipe import Recipe as LlmcompressorRecipe
 
         return LlmcompressorRecipe.from_modifiers(self.modifiers(architecture, moe)).yaml()
 
     def modifiers(self, architecture: str = "", moe: bool = False) -> list:
         """What `oneshot` applies: the seed's one modifier (after AWQ for awq-gptq, whose mappings depend on the
-        model's class name and whether it is MoE), or a recipe file's modifiers with the router gates (and
-        optionally experts) added to every quantizing modifier's ignore list."""
+        model's class name and whether it is MoE)."""
         if self.method == "awq-gptq":
             from llmcompressor.modifiers.transform.awq import AWQModifier
 
             return [AWQModifier(mappings=awq_mappings(architecture, moe), n_grid=self.awq_grid), self.modifier()]
-        if not self.file:
-            return [self.modifier()]
-        return [
-            # rebuilt, not assigned to: a modifier resolves its quantization config (ignore list included) when built
-            type(m)(**{**m.model_dump(exclude_unset=True), "ignore": list(dict.fromkeys([*m.ignore, *self.ignore]))})
-            if _quantizes(m)
-            else m
-            for m in parse_modifiers(self.file_text)
-        ]
+        return [self.modifier()]
 
     def modifier(self):
         """The seed's QuantizationModifier (GPTQModifier for gptq: same scheme), router gates (and optionally
@@ -248,30 +225,3 @@ def awq_mappings(architecture: str, moe: bool) -> list:
         for m in mappings
         if MLP_INPUT_NORM not in m.smooth_layer and not any(ROUTER_NAME.search(b) for b in m.balance_layers)
     ]
-
-
-def parse_modifiers(text: str) -> list:
-    """An llmcompressor recipe (YAML text) -> its modifier objects, in order."""
-    from llmcompressor.recipe import Recipe as LlmcompressorRecipe
-
-    return list(LlmcompressorRecipe.create_instance(text).modifiers)
-
-
-def _quantizes(modifier) -> bool:
-    """Whether a modifier quantizes (QuantizationModifier, GPTQModifier, ...), rather than only transforming
-    weights (AWQ smoothing, SmoothQuant, rotations)."""
-    return hasattr(modifier, "resolve_quantization_config")
-
-
-def file_schemes(text: str) -> list[dict]:
-    """Every quantization config group a recipe's modifiers would apply, as config.json would store it."""
-    return [
-        group.model_dump(mode="json")
-        for m in parse_modifiers(text)
-        if _quantizes(m)
-        for group in m.resolve_quantization_config().config_groups.values()
-    ]
-
-
-def _file_scheme(text: str) -> dict:
-    return file_schemes(text)[0]

@@ -117,7 +117,7 @@ def resolve(
     return _hub(model_id, revision, config_only, trust_remote_code)
 
 
-def read_config(source: Source, trust_remote_code: bool = False) -> dict:
+def buildable_config(source: Source, trust_remote_code: bool = False) -> dict:
     """config.json, checked for what transformers needs to build the model: a model_type it can load as a
     causal LM (or, with --trust-remote-code, the repository's own classes in auto_map)."""
     from transformers import CONFIG_MAPPING, __version__

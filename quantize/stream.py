@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SHARD_BYTES = 512 << 20  # output shard size: bounds the memory a streaming run holds
 PROGRESS = "progress.json"
-DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I8": 1, "U8": 1, "I32": 4, "I64": 8, "BOOL": 1}
+SAFETENSORS_DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I8": 1, "U8": 1, "I32": 4, "I64": 8, "BOOL": 1}
 
 
 def unsupported_reason(source: Path, trust_remote_code: bool = False) -> str | None:
@@ -62,7 +62,7 @@ def estimate_output_bytes(source: Path, recipe: Recipe, dtype_bytes: int = 0, tr
     targeted, _ = split_linears(source, headers, recipe, trust_remote_code)
     total = sum(p.stat().st_size for p in source.iterdir() if p.is_file() and not p.name.endswith(".safetensors"))
     for name, (shape, dtype) in headers.items():
-        width = max(DTYPE_BYTES.get(dtype, 4), dtype_bytes)
+        width = max(SAFETENSORS_DTYPE_BYTES.get(dtype, 4), dtype_bytes)
         if name.endswith(".weight") and name.removesuffix(".weight") in targeted:
             groups = shape[-1] // recipe.group_size if recipe.group_size else 1
             total += math.prod(shape) + shape[0] * groups * width
@@ -137,7 +137,7 @@ def run(
     headers = checkpoint.tensor_shapes(source)
     targeted, ignored = split_linears(source, headers, recipe, trust_remote_code)
 
-    source_bytes = {n: math.prod(s) * DTYPE_BYTES.get(dt, 4) for n, (s, dt) in headers.items()}
+    source_bytes = {n: math.prod(s) * SAFETENSORS_DTYPE_BYTES.get(dt, 4) for n, (s, dt) in headers.items()}
     out_bytes = {  # a quantized weight becomes int8 (its scales are small)
         n: math.prod(s) if n.removesuffix(".weight") in targeted else source_bytes[n] for n, (s, _) in headers.items()
     }

@@ -17,6 +17,8 @@ from .errors import QuantizeError
 
 logger = logging.getLogger(__name__)
 
+MAX_LOGPROBS = 20  # vLLM's default max_logprobs: the most log-probs per position smoke and eval ask for
+
 
 def _engine_env() -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM otherwise reserves a large share of RAM

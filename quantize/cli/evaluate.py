@@ -16,7 +16,8 @@ HELP = (
 
 
 def build() -> argparse.ArgumentParser:
-    from ..evaluate import DEFAULT_CORPUS, DEFAULT_SEQ_LEN, DEFAULT_TOP_K
+    from ..evaluate import DEFAULT_CORPUS, DEFAULT_SEQ_LEN
+    from ..vllm_engine import MAX_LOGPROBS
 
     p = checkpoint_parser(NAME, HELP, engine=True)
     p.add_argument(
@@ -36,7 +37,7 @@ def build() -> argparse.ArgumentParser:
     )
     p.add_argument("--seq-len", type=int, default=DEFAULT_SEQ_LEN, help="tokens per scored window")
     p.add_argument("--max-windows", type=int, help="score only the first N windows")
-    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="log-probs per position for agreement and KL")
+    p.add_argument("--top-k", type=int, default=MAX_LOGPROBS, help="log-probs per position for agreement and KL")
     p.add_argument(
         "--max-ppl-increase",
         type=float,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from .child import compare_in_child
 from .layers import LAYER_TOKENS, LAYER_TOLERANCE, layer_errors
-from .logprobs import DEFAULT_TOLERANCE, TOP_K, bucketed_kl, compare
+from .logprobs import DEFAULT_TOLERANCE, TOP_K, compare, kl_topk_vs_full
 from .model import dequantize, fake_quant_per_token_int8, load_reference
 from .verdict import verdict
 
@@ -30,11 +30,11 @@ __all__ = [
     "LAYER_TOKENS",
     "LAYER_TOLERANCE",
     "TOP_K",
-    "bucketed_kl",
     "compare",
     "compare_in_child",
     "dequantize",
     "fake_quant_per_token_int8",
+    "kl_topk_vs_full",
     "layer_errors",
     "load_reference",
     "verdict",

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..vllm_engine import MAX_LOGPROBS as TOP_K  # vLLM's top-k log-probs per position
 from .model import load_reference
 
 DEFAULT_TOLERANCE = 0.1  # nats per token, mean KL(vLLM || reference); docs/smoke-check.md
-TOP_K = 20  # vLLM's default max_logprobs
 
 
-def bucketed_kl(q_top: dict[int, float], logp) -> float:
+def kl_topk_vs_full(q_top: dict[int, float], logp) -> float:
     """KL(Q || P) over Q's top-k tokens plus one bucket for all others; `logp` is P's full log-softmax."""
     kl, q_sum, p_sum = 0.0, 0.0, 0.0
     for token, lq in q_top.items():
@@ -42,7 +42,7 @@ def compare(directory: Path, sequences: list[dict], tolerance: float = DEFAULT_T
             pos = start + offset  # q_top is vLLM's distribution of token ids[pos], given ids[:pos]
             row = logp[pos - 1]
             q_top = {int(t): lq for t, lq in q_top.items()}
-            kl = bucketed_kl(q_top, row)
+            kl = kl_topk_vs_full(q_top, row)
             seq_kls.append(kl)
             vllm_top, ref_top = max(q_top, key=q_top.get), int(row.argmax())
             top1 += vllm_top == ref_top

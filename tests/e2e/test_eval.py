@@ -84,16 +84,16 @@ def test_bad_arguments_fail_with_one_line(tiny_llama, tmp_path):
     assert result.returncode == 2 and "is not a file" in error_line(result)
 
 
-def test_bucketed_kl():
+def test_kl_topk_vs_topk():
     p = {1: math.log(0.5), 2: math.log(0.3)}
-    assert evaluate.bucketed_kl(p, dict(p)) == pytest.approx(0.0, abs=1e-12)
+    assert evaluate.kl_topk_vs_topk(p, dict(p)) == pytest.approx(0.0, abs=1e-12)
     q = {1: math.log(0.3), 2: math.log(0.5)}
     expected = 0.5 * math.log(0.5 / 0.3) + 0.3 * math.log(0.3 / 0.5)  # the 0.2 "rest" buckets cancel
-    assert evaluate.bucketed_kl(p, q) == pytest.approx(expected)
+    assert evaluate.kl_topk_vs_topk(p, q) == pytest.approx(expected)
     # token 2 missing from Q's top-k: it gets Q's smallest listed probability (0.1)
     q_missing = {1: math.log(0.6), 3: math.log(0.1)}
     expected = 0.5 * math.log(0.5 / 0.6) + 0.3 * math.log(0.3 / 0.1) + 0.2 * math.log(0.2 / 0.3)
-    assert evaluate.bucketed_kl(p, q_missing) == pytest.approx(expected)
+    assert evaluate.kl_topk_vs_topk(p, q_missing) == pytest.approx(expected)
 
 
 def test_compare_and_perplexity():

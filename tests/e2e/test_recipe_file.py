@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from quantize import card, checkpoint, manifest, validate
+from quantize.contract import EXPERTS_PATTERN
 from quantize.errors import QuantizeError
-from quantize.recipe import EXPERTS_PATTERN, parse_modifiers
+from quantize.recipe_file import parse_modifiers
 from tests.helpers import ROOT, quantize, read_tensors, run_main
 from tools import faults
 
