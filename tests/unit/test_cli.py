@@ -18,12 +18,17 @@ from tests.helpers import ROOT, error_line, run_main
 EXPECTED = {"validate", "smoke", "eval", "bench", "serve", "publish"}
 
 
-def test_every_command_is_listed_by_help_and_design_doc():
+def test_every_command_is_listed_by_help():
     assert set(COMMANDS) == EXPECTED
     helptext = quantize_parser().format_help()
-    design = (ROOT / "docs" / "design.md").read_text()
     for name, module in COMMANDS.items():
         assert re.search(rf"^  {name} +{re.escape(module.SUMMARY)}$", helptext, re.M), name
+
+
+@pytest.mark.skipif(not (ROOT / "docs").is_dir(), reason="docs/ is kept out of images (.dockerignore)")
+def test_every_command_is_in_the_design_doc():
+    design = (ROOT / "docs" / "design.md").read_text()
+    for name in EXPECTED:
         assert f"| `python -m quantize {name} DIR" in design, name
 
 
