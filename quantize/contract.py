@@ -1,8 +1,8 @@
 """The W4A8 contract: the one scheme this project writes, and what vLLM's CPU build serves where.
 
 Every other module asks here: `validate` (the config written), `recipe_file` (a recipe before any weight is
-loaded), `quantizer` and `recipe` (what is never quantized), `smoke` and `serve` (the pre-flight check), `card`
-and `reference` (the scheme's name in vLLM).
+loaded), `loaded` (the config a recipe file wrote), `recipe` (the routed experts' pattern), `smoke` and `serve`
+(the pre-flight check), `card` and `reference` (the scheme's name in vLLM).
 """
 
 from __future__ import annotations

@@ -142,9 +142,6 @@ def command(
     return argv + (["--enforce-eager"] if eager else []) + list(vllm_args)
 
 
-stop = detached.stop  # what tests and scripts call to stop a detached server
-
-
 def run(
     directory: str | Path,
     host: str = "127.0.0.1",

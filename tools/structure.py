@@ -1,9 +1,9 @@
 """The package's import graph, layer by layer, and the rules it must keep (`make structure`).
 
-Every `from . import x` / `from .x import y` in quantize/, at module level or inside a function, is an edge; the
-`cli` and `reference` packages count as one node each. Printed bottom-up: a module sits one layer above the
-highest module it imports. Exit 1 when the graph has a cycle, when anything imports `cli`, or when `contract`
-imports one of the modules that rely on it.
+Every `from . import x` / `from .x import y` in quantize/, at module level or inside a function, is an edge; a
+sub-package (`cli`, `reference`) counts as one node. Printed bottom-up: a module sits one layer above the highest
+module it imports. Exit 1 when the graph has a cycle, when anything imports `cli` or `cli` is not the top layer,
+when `contract` imports one of the modules that rely on it, or when one of them does not import it.
 
     python -m tools.structure [--dot]
 """
@@ -16,31 +16,31 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "quantize"
-GROUPS = ("cli", "reference")  # sub-packages shown as one node
 CONTRACT_USERS = ("validate", "recipe_file", "loaded", "smoke", "serve", "card")
 
 
 def node(parts: list[str]) -> str:
-    """`quantize.cli.smoke` -> `cli`, `quantize.reference.model` -> `reference`, `quantize.stream` -> `stream`."""
-    return parts[0] if parts and parts[0] in GROUPS else ".".join(parts[:1])
+    """A module's node: its first name under quantize/ (`cli.smoke` -> `cli`, `reference.model` -> `reference`,
+    `stream` -> `stream`)."""
+    return parts[0] if parts else ""
 
 
 def imports(path: Path) -> set[str]:
     """The package modules `path` imports, as nodes."""
-    here = path.relative_to(PACKAGE).with_suffix("").parts
-    package = list(here[:-1]) if path.name != "__init__.py" else list(here[:-1])
+    package = list(path.relative_to(PACKAGE).parts[:-1])  # the sub-package `path` is in ([] at the top)
     found = set()
     for stmt in ast.walk(ast.parse(path.read_text())):
-        if not isinstance(stmt, ast.ImportFrom) or stmt.level == 0:
-            if isinstance(stmt, ast.ImportFrom) and (stmt.module or "").startswith("quantize."):
-                found.add(node(stmt.module.split(".")[1:]))
+        if not isinstance(stmt, ast.ImportFrom):
             continue
-        base = package[: len(package) - (stmt.level - 1)] if stmt.level > 1 else package
-        if stmt.module:
-            found.add(node(base + stmt.module.split(".")))
-        else:
-            found.update(node(base + [alias.name]) for alias in stmt.names)
-    return {n for n in found if n}
+        if stmt.level == 0:  # absolute: only `from quantize.x import ...` is the package's
+            names = (stmt.module or "").split(".")
+            if names[0] == "quantize":
+                found.add(node(names[1:]))
+            continue
+        base = package[: len(package) - stmt.level + 1]  # `.` is the file's package, each further dot one up
+        targets = [stmt.module.split(".")] if stmt.module else [[alias.name] for alias in stmt.names]
+        found.update(node(base + target) for target in targets)
+    return found - {""}
 
 
 def graph() -> dict[str, set[str]]:

@@ -1,6 +1,6 @@
 """What every command shares: the checkpoint arguments, options told given from defaulted, the run loop.
 
-A command module names itself (`NAME`, `HELP`), adds its arguments (`add_arguments`), turns parsed arguments
+A command module names itself (`NAME`, `SUMMARY`, `HELP`), builds its parser (`build`), turns parsed arguments
 into one library call (`run`) and may say from its result whether the command failed (`exit_code`).
 """
 
@@ -53,7 +53,7 @@ def parser(prog: str, description: str, **kwargs) -> argparse.ArgumentParser:
 
 def given(args: argparse.Namespace) -> set[str]:
     """The options the user wrote (whatever their value), as opposed to those left at their default."""
-    return set(getattr(args, GIVEN) or ())
+    return set(getattr(args, GIVEN, None) or ())
 
 
 def checkpoint_parser(command: str, description: str, *, engine: bool) -> argparse.ArgumentParser:

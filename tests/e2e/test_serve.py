@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from quantize import health, serve
+from quantize import detached, health, serve
 from tests.helpers import error_line, quantize, run_cli, run_main
 
 KEY = "sk-test-4f1d2c"  # a made-up key; the tests check it never leaks
@@ -46,7 +46,7 @@ def server(tiny_llama, tmp_path_factory):
     try:
         yield report, ckpt
     finally:
-        serve.stop(report["pid"])
+        detached.stop(report["pid"])
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ def test_given_tells_an_option_from_its_default():
     args = parser.parse_args(["m", "--scheme", "groupwise", "--method", "mse", "--groupsize", "32", "--overwrite"])
     assert given(args) == {"scheme", "method", "groupsize", "overwrite"}
     assert (args.method, args.groupsize) == ("mse", 32)  # the defaults' own values, given explicitly
+    assert given(COMMANDS["validate"].build().parse_args(["ckpt"])) == set()  # no option at all
 
 
 @pytest.mark.parametrize("option", [["--method", "mse"], ["--groupsize", "32"], ["--awq-grid", "10"]])
