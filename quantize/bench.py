@@ -24,7 +24,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import card, manifest, source, vllm_engine
+from . import card, manifest, records, source, vllm_engine
 from .contract import X86_NOTE
 from .errors import QuantizeError
 from .host import cpu_model, is_arm
@@ -37,7 +37,7 @@ REPORT_NAME = "bench-report.md"
 CHART_NAME = "bench.png"
 
 
-def machine_info() -> dict:
+def machine_info() -> records.BenchMachine:
     import torch
 
     return {
@@ -97,7 +97,7 @@ def measure(
     return {"model": str(directory), "load_seconds": round(load_seconds, 2), "results": rows}
 
 
-def markdown(report: dict) -> str:
+def markdown(report: records.BenchReport) -> str:
     lines = [
         "# vLLM CPU throughput",
         "",
@@ -129,7 +129,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart(report: dict, path: Path) -> None:
+def chart(report: records.BenchReport, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,7 +166,7 @@ def run(
     report_dir: str | Path | None = None,
     eager: bool = False,
     dtype: str = "auto",
-) -> dict:
+) -> records.BenchReport:
     from vllm import __version__ as vllm_version
 
     directory = Path(directory)

@@ -16,7 +16,7 @@ import re
 import shlex
 from pathlib import Path
 
-from . import __version__, checkpoint, manifest, recipe
+from . import __version__, checkpoint, manifest, recipe, records
 from .contract import EXPERTS_PATTERN, MOE_ARM_ONLY, W4A8_SCHEME
 from .manifest import CARD
 from .output import human_size
@@ -42,7 +42,7 @@ def source_licence(source_dir: Path) -> dict:
     return fields
 
 
-def quantize_command(info: dict) -> list[str]:
+def quantize_command(info: records.Manifest) -> list[str]:
     """The `python -m quantize` command line that makes this checkpoint again (from the manifest)."""
     args, src = info["arguments"], info["source"]
     argv = ["python", "-m", "quantize", src["model_id"]]
@@ -73,7 +73,7 @@ def quantize_command(info: dict) -> list[str]:
     return argv
 
 
-def _front_matter(info: dict, licence: dict) -> list[str]:
+def _front_matter(info: records.Manifest, licence: dict) -> list[str]:
     src = info["source"]
     lines = ["---"]
     if not src.get("local"):
@@ -84,7 +84,7 @@ def _front_matter(info: dict, licence: dict) -> list[str]:
     return lines
 
 
-def _scheme(info: dict, name: str, arm_only: bool) -> list[str]:
+def _scheme(info: records.Manifest, name: str, arm_only: bool) -> list[str]:
     args = info["arguments"]
     weights = "per output channel" if args["scheme"] == "channelwise" else f"in groups of {args['groupsize']} inputs"
     size = sum(f["bytes"] for p, f in info["files"].items() if p.endswith(".safetensors"))
@@ -113,7 +113,7 @@ def _scheme(info: dict, name: str, arm_only: bool) -> list[str]:
     ]
 
 
-def _made(info: dict) -> list[str]:
+def _made(info: records.Manifest) -> list[str]:
     command = shlex.join(quantize_command(info))
     packages = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
     wheel = info.get("vllm_wheel", {})
@@ -170,7 +170,7 @@ def _reports(directory: Path) -> list[str]:
         lines += [text, ""]
     if not found:
         lines += [
-            "Not measured yet. `python -m quantize eval DIR --reference SOURCE` (perplexity, top-1 agreement, KL "
+            "Not measured yet. `python -m quantize eval DIR --source SOURCE` (perplexity, top-1 agreement, KL "
             "against the source, through vLLM) and `python -m quantize bench DIR` add their tables here.",
             "",
         ]

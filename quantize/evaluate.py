@@ -22,7 +22,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import card, corpus, manifest, source, vllm_engine
+from . import card, corpus, manifest, records, source, vllm_engine
 from .errors import QuantizeError
 
 DEFAULT_CORPUS = "builtin:eval"
@@ -69,7 +69,7 @@ def kl_topk_vs_topk(p_top: dict[int, float], q_top: dict[int, float]) -> float:
     return kl
 
 
-def compare(reference: dict, quantized: dict) -> dict:
+def compare(reference: dict, quantized: dict) -> records.EvalMetrics:
     def argmax(top: dict[int, float]) -> int:
         return max(top, key=top.get)
 
@@ -87,7 +87,7 @@ def compare(reference: dict, quantized: dict) -> dict:
     }
 
 
-def markdown(report: dict) -> str:
+def markdown(report: records.EvalReport) -> str:
     m = report["metrics"]
     gate = report.get("gate")
     lines = [
@@ -123,7 +123,7 @@ def run(
     eager: bool = False,
     revision: str | None = None,
     dtype: str = "auto",
-) -> dict:
+) -> records.EvalReport:
     from transformers import AutoTokenizer
     from vllm import __version__ as vllm_version
 

@@ -14,6 +14,9 @@ Fields (schema `vllm-arm-int4/manifest/v1`; docs/design.md, "The manifest", docu
 - `peak_rss_bytes`: the process's peak resident memory (getrusage ru_maxrss), the number to size a host by.
 - `files`: sha256 and size of every file written beside the manifest, except the model card README.md, which
   `eval` and `bench` rewrite (card.py; everything it says comes from this manifest or a report beside it).
+- `evaluations`: each `eval`'s report, appended.
+
+records.Manifest is the same as a type; `read` refuses a manifest that does not fit it.
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from . import records
+from .errors import QuantizeError
 from .hashing import sha256_file
 
 SCHEMA = "vllm-arm-int4/manifest/v1"
+REQUANTIZE = "re-run quantize for this model (python -m quantize MODEL ...) into a fresh directory"
 MANIFEST = "quantization-manifest.json"
 CARD = "README.md"  # the model card (card.py): rewritten by eval and bench, so not hashed here
 PACKAGES = (
@@ -110,7 +116,9 @@ def written_files(directory: Path) -> dict[str, dict]:
     }
 
 
-def build(*, source: dict, arguments: dict, timings: dict, directory: Path) -> dict:
+def build(
+    *, source: records.Source, arguments: records.Arguments, timings: dict[str, float], directory: Path
+) -> records.Manifest:
     return {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -129,7 +137,7 @@ def build(*, source: dict, arguments: dict, timings: dict, directory: Path) -> d
     }
 
 
-def write(directory: Path, manifest: dict) -> Path:
+def write(directory: Path, manifest: records.Manifest) -> Path:
     """Write (or replace) the manifest atomically: readers see the old or the new file, never half of one."""
     path = directory / MANIFEST
     tmp = path.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
@@ -142,11 +150,25 @@ def append(directory: Path, key: str, entry: dict) -> bool:
     """Add `entry` to the manifest's `key` list (e.g. evaluations); False when the checkpoint has none."""
     if not (directory / MANIFEST).is_file():
         return False
-    info = json.loads((directory / MANIFEST).read_text())
+    info = read(directory)
     info.setdefault(key, []).append(entry)
     write(directory, info)
     return True
 
 
-def read(directory: Path) -> dict:
-    return json.loads((Path(directory) / MANIFEST).read_text())
+def read(directory: Path) -> records.Manifest:
+    """The manifest of the checkpoint in `directory` (FileNotFoundError without one). One that is not JSON, or
+    lacks what records.Manifest requires, is refused in one line naming the first problem; keys it does not know
+    (a newer writer's) are accepted."""
+    path = Path(directory) / MANIFEST
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        where = f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+        raise QuantizeError(f"{MANIFEST} is not valid JSON ({where})", REQUANTIZE) from None
+    except UnicodeDecodeError:
+        raise QuantizeError(f"{MANIFEST} is not UTF-8 text", REQUANTIZE) from None
+    if problems := records.problems(info, records.Manifest, strict=False):
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise QuantizeError(f"{MANIFEST} is damaged: {problems[0]}{more}", REQUANTIZE)
+    return info

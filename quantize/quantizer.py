@@ -22,6 +22,7 @@ from pathlib import Path
 from . import calibration, card, corpus, hashing, loaded, manifest, output, shapes, source, source_check, stream
 from .errors import QuantizeError, warn
 from .recipe import Recipe
+from .records import Arguments
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class _Work:
     src: source.Source
     target: Path
     timer: manifest.Timer
-    arguments: dict  # the manifest's `arguments`; the engines add what they learn (calibration, shard counts)
+    arguments: Arguments  # the manifest's `arguments`; the engines add what they learn (calibration, shard counts)
     hashes: Future  # sha256 of the source files, computed beside the quantization (hashlib releases the GIL)
     windows: list | None  # calibrated methods: the calibration text's token windows, checked by prepare
     # the loaded model's class name and whether it is MoE: what AWQ's mappings depend on (Recipe.modifiers)

@@ -12,6 +12,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+from . import records
 from .contract import W4A8_SCHEME, X86_NOTE, check_runnable
 from .errors import QuantizeError
 from .host import cpu_model, is_arm
@@ -43,7 +44,7 @@ def describe_layers(model) -> dict:
     return {"linear": linear, "moe": moe}
 
 
-def summarize(layers: dict) -> dict:
+def summarize(layers: dict) -> records.LayerSummary:
     linear = layers["linear"]
     w4a8 = {n: v for n, v in linear.items() if v[0] == W4A8_SCHEME}
     return {
@@ -119,7 +120,7 @@ def run(
     eager: bool = False,
     layers_only: bool = False,
     dtype: str = "auto",
-) -> dict:
+) -> records.SmokeReport:
     directory = Path(directory)
     check_runnable(directory)
     vllm_dtype = resolve_dtype(directory, dtype)

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import checkpoint, manifest, shapes, source_check
+from . import checkpoint, manifest, records, shapes, source_check
 from .contract import config_problem
 from .errors import QuantizeError
 from .hashing import sha256_file
 
-FIX = "re-run quantize for this model (python -m quantize MODEL ...) into a fresh directory"
+FIX = manifest.REQUANTIZE
 
 
 def fail(message: str) -> QuantizeError:
@@ -67,15 +67,21 @@ def expected_quantized(directory: Path, ignore: list[str], modules: set[str]) ->
     return {m for m in shapes.linear_modules(directory, modules) if not shapes.is_ignored(m, ignore)}
 
 
-def _source_dir(directory: Path) -> Path | None:
+def _source_dir(info: records.Manifest | None) -> Path | None:
     """The source model recorded in the manifest, when it was a local directory that still exists."""
-    try:
-        info = manifest.read(directory)
-    except FileNotFoundError:
-        return None
-    src = info.get("source", {})
+    src = info["source"] if info else {}
     path = Path(src.get("model_id", ""))
     return path if src.get("local") and (path / "config.json").is_file() else None
+
+
+def read_manifest(directory: Path) -> records.Manifest | None:
+    """The checkpoint's manifest, None without one (check_hashes fails then, last); a damaged one fails here."""
+    try:
+        return manifest.read(directory)
+    except FileNotFoundError:
+        return None
+    except QuantizeError as exc:
+        raise fail(exc.message) from None
 
 
 def check_untouched(reader: checkpoint.Reader, source: Path, ignored: list[str]) -> int:
@@ -97,18 +103,16 @@ def check_untouched(reader: checkpoint.Reader, source: Path, ignored: list[str])
     return found
 
 
-def check_hashes(directory: Path) -> int:
-    try:
-        files = manifest.read(directory)["files"]
-    except FileNotFoundError as exc:
-        raise fail(f"{manifest.MANIFEST} is missing") from exc
-    for rel, entry in files.items():
+def check_hashes(directory: Path, info: records.Manifest | None) -> int:
+    if info is None:
+        raise fail(f"{manifest.MANIFEST} is missing")
+    for rel, entry in info["files"].items():
         path = directory / rel
         if not path.is_file():
             raise fail(f"{rel} is listed in the manifest but missing")
         if sha256_file(path) != entry["sha256"]:
             raise fail(f"{rel} does not match the sha256 recorded in the manifest")
-    return len(files)
+    return len(info["files"])
 
 
 def validate(directory: str | Path) -> dict:
@@ -116,7 +120,8 @@ def validate(directory: str | Path) -> dict:
     qc = checkpoint.quantization_config(directory)
     weights_args = check_config(qc)
     ignore = list(qc.get("ignore") or [])
-    recipe_ignore = manifest.read(directory)["arguments"]["ignore"] if (directory / manifest.MANIFEST).exists() else []
+    info = read_manifest(directory)
+    recipe_ignore = info["arguments"]["ignore"] if info else []
     ignore_all = sorted(set(ignore) | set(recipe_ignore))
 
     shapes_ = checkpoint.tensor_shapes(directory)
@@ -153,9 +158,9 @@ def validate(directory: str | Path) -> dict:
         )
 
     ignored_tensors = sorted(f"{m}.weight" for m in modules - quantized if shapes.is_ignored(m, ignore_all))
-    src = _source_dir(directory)
+    src = _source_dir(info)
     compared = check_untouched(reader, src, ignored_tensors) if src else 0
-    files = check_hashes(directory)
+    files = check_hashes(directory, info)
     return {
         "directory": str(directory),
         "valid": True,

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from . import checkpoint, host
+from . import checkpoint, host, records
 from .errors import QuantizeError
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def _engine_env() -> None:
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries only the JSON report
 
 
-def resolve_dtype(directory: Path, requested: str = "auto") -> dict:
+def resolve_dtype(directory: Path, requested: str = "auto") -> records.VllmDtype:
     """The dtype vLLM runs the checkpoint in on this CPU (host.vllm_dtype): {"requested", "dtype"} and, when the
     CPU decided, "reason", which also goes to stderr in one line. A request this CPU cannot run is refused here,
     before vLLM starts."""

@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from tests import hub as hub_stub
 from tests import tiny_models
 
 
@@ -53,43 +52,9 @@ def calibration_jsonl(tmp_path_factory) -> Path:
     return path
 
 
-class _HubStub(BaseHTTPRequestHandler):
-    """Answers every Hub API call the way huggingface.co does for a gated or a missing repository."""
-
-    def do_GET(self):  # noqa: N802
-        self.server.paths.append(self.path)
-        self.server.auth.append(self.headers.get("Authorization", ""))
-        if "/gated-model" in self.path:
-            code, error = 401, "GatedRepo"
-            message = "Access to model org/gated-model is restricted. You must have access to it and be authenticated."
-        else:
-            code, error, message = 404, "RepoNotFound", "Repository not found"
-        self.send_response(code)
-        self.send_header("X-Error-Code", error)
-        self.send_header("X-Error-Message", message)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(json.dumps({"error": message}).encode())
-
-    do_HEAD = do_GET
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def hub_stub(tmp_path):
-    """A loopback stand-in for huggingface.co; yields the env that points huggingface_hub at it."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HubStub)
-    server.paths, server.auth = [], []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    env = {
-        "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
-        "HF_HUB_OFFLINE": "0",
-        "HF_HOME": str(tmp_path / "hf-home"),
-        "HF_HUB_ETAG_TIMEOUT": "5",
-        "HF_HUB_DOWNLOAD_TIMEOUT": "5",
-    }
-    yield env, server
-    server.shutdown()
+def hub(tmp_path):
+    """The loopback stand-in for huggingface.co (tests/hub.py): yields the environment that points
+    huggingface_hub at it, with no token, and the server, which records what it was asked."""
+    with hub_stub.serve(tmp_path / "hf-home") as (env, server):
+        yield env, server

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import QuantizeError
+from ..records import BenchReport
 from .common import checkpoint_parser, engine_options
 
 NAME = "bench"
@@ -37,7 +38,7 @@ def build() -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> BenchReport:
     from .. import bench
 
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import QuantizeError
+from ..records import EvalReport
 from .common import checkpoint_parser, engine_options
 
 NAME = "eval"
@@ -47,7 +48,7 @@ def build() -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> EvalReport:
     from .. import evaluate
 
     return evaluate.run(
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> dict:
     )
 
 
-def exit_code(report: dict) -> int:
+def exit_code(report: EvalReport) -> int:
     """1, with an error line after the report, when --max-ppl-increase's gate failed."""
     gate = report.get("gate")
     if gate and not gate["passed"]:

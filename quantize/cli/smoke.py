@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import QuantizeError
+from ..records import SmokeReport
 from .common import checkpoint_parser, engine_options
 
 NAME = "smoke"
@@ -44,7 +45,7 @@ def build() -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> SmokeReport:
     from .. import smoke
 
     if args.layers_only and args.reference is None:
@@ -58,6 +59,6 @@ def run(args: argparse.Namespace) -> dict:
     )
 
 
-def exit_code(report: dict) -> int:
+def exit_code(report: SmokeReport) -> int:
     """1 when the reference check ran and disagreed (the report says where)."""
     return 0 if report.get("agreement", {}).get("passed", True) else 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import checkpoint
+from .. import checkpoint, records
 from ..contract import W4A8_SCHEME
 from .model import dequantize, fake_quant_per_token_int8
 
@@ -13,7 +13,9 @@ LAYER_TOLERANCE = 0.05  # relative error of one Linear's output; docs/smoke-chec
 LAYER_TOKENS = 16  # random input rows per Linear
 
 
-def layer_errors(model, directory: Path, dtype, tolerance: float = LAYER_TOLERANCE, seed: int = 0) -> dict:
+def layer_errors(
+    model, directory: Path, dtype, tolerance: float = LAYER_TOLERANCE, seed: int = 0
+) -> records.LayerCheck:
     """Runs inside vLLM's worker: every W4A8 Linear of vLLM's loaded `model`, run by vLLM's own kernel on fixed
     random inputs, against the checkpoint's dequantized weights applied in float32 to the same inputs,
     int8-fake-quantized per token. vLLM's fused Linears (qkv_proj, gate_up_proj) are compared with their

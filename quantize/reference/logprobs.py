@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .. import records
 from ..vllm_engine import MAX_LOGPROBS as TOP_K  # vLLM's top-k log-probs per position
 from .model import load_reference
 
@@ -25,7 +26,9 @@ def kl_topk_vs_full(q_top: dict[int, float], logp) -> float:
     return max(kl, 0.0)
 
 
-def compare(directory: Path, sequences: list[dict], tolerance: float = DEFAULT_TOLERANCE, model=None) -> dict:
+def compare(
+    directory: Path, sequences: list[dict], tolerance: float = DEFAULT_TOLERANCE, model=None
+) -> records.LogprobCheck:
     """Score `sequences` (from smoke.score: token ids and vLLM's top-k log-probs per position) with the
     reference of `directory` and report the mean KL(vLLM || reference) against `tolerance`."""
     import torch

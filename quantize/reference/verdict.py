@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from .. import records
 
-def verdict(layers: dict, logprobs: dict | None) -> dict:
+
+def verdict(layers: records.LayerCheck, logprobs: records.LogprobCheck | None) -> records.Agreement:
     """Both checks of `smoke --reference` (`logprobs` None: skipped), and one sentence a user can act on."""
     if layers["unmatched_layers"] or layers["worst_layer"] is None:
         missing = ", ".join(layers["unmatched_layers"][:3]) or "none found"

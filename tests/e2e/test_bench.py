@@ -7,7 +7,7 @@ import platform
 
 import pytest
 
-from quantize import bench, host
+from quantize import bench, host, records
 from tests.helpers import error_line, quantize, run_cli
 
 
@@ -19,6 +19,7 @@ def test_bench_reports_both_models(tiny_llama, tmp_path):
                      "--report-dir", str(tmp_path / "r"))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
+    assert records.problems(report, records.BenchReport) == []
     assert [m["label"].split(":")[0] for m in report["models"]] == ["reference", "quantized"]
     for model in report["models"]:
         assert [r["batch_size"] for r in model["results"]] == [1, 2]

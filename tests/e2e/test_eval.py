@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from quantize import evaluate, manifest
+from quantize import evaluate, manifest, records
 from tests import tiny_models
 from tests.helpers import error_line, quantize, run_cli
 
@@ -47,6 +47,7 @@ def run_eval(ckpt: Path, reference: Path, corpus: Path, *extra: str):
 def test_good_checkpoint_report_and_gate(good, tiny_llama, corpus_file):
     result, report = run_eval(good, tiny_llama, corpus_file, "--max-ppl-increase", GATE_PCT)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert records.problems(report, records.EvalReport) == []
     m = report["metrics"]
     assert m["tokens_scored"] == 8 * 63 and report["windows"] == 8
     assert 1.0 < m["perplexity_reference"] < 20.0  # in-distribution text: the model learned it
@@ -57,6 +58,7 @@ def test_good_checkpoint_report_and_gate(good, tiny_llama, corpus_file):
     markdown = (good / evaluate.REPORT_NAME).read_text()
     assert f"| quantized | {m['perplexity_quantized']:.3f} |" in markdown and "**passed**" in markdown
     entries = manifest.read(good)["evaluations"]
+    assert records.problems(manifest.read(good), records.Manifest) == []
     assert entries[-1]["metrics"] == m and entries[-1]["corpus"] == str(corpus_file)
     card = (good / "README.md").read_text()  # the model card now carries the table, and still validates
     assert f"| quantized | {m['perplexity_quantized']:.3f} |" in card and "Not measured yet" not in card

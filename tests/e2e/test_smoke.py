@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from quantize import records
 from quantize.reference import DEFAULT_TOLERANCE, LAYER_TOLERANCE
 from tests.helpers import error_line, quantize, run_cli
 from tools import faults
@@ -41,6 +42,7 @@ def test_dense_model_agrees_with_reference(tiny_llama, llama_groupwise, tmp_path
     )
     code, report, stderr = smoke(str(ckpt), "--reference")
     assert code == 0, stderr[-3000:]
+    assert records.problems(report, records.SmokeReport) == []
     layers = report["layers"]
     # 2 layers x (qkv, o, gate_up, down): vLLM fuses q/k/v and gate/up into one Linear each.
     assert layers["w4a8_linear_layers"] == 8

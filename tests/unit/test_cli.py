@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from quantize import card, quantizer
+from quantize import card, quantizer, records
 from quantize.cli import COMMANDS, quantize_parser
 from quantize.cli import quantize as quantize_command
 from quantize.cli.common import given
@@ -93,6 +93,7 @@ def test_card_command_parses_back_to_the_same_arguments(tiny_llama, tmp_path, mo
     args = quantize_parser().parse_args(argv)
     out = quantize_command.run(args)
     info = json.loads((Path(out) / "quantization-manifest.json").read_text())
+    assert records.problems(info, records.Manifest) == []  # every key written is a key of the type
     again = card.quantize_command(info)[3:]  # after `python -m quantize`
     assert _job_fields(again) == _job_fields(argv)
     assert (

@@ -420,20 +420,21 @@ def test_real_entry_point_prints_one_line(tmp_path):
     ],
     ids=["gated", "missing"],
 )
-def test_hub_refusals(hub_stub, tmp_path, model_id, line):
-    env, server = hub_stub
+def test_hub_refusals(hub, tmp_path, model_id, line):
+    env, server = hub
     result = run_cli(model_id, *SCHEME, "--output-root", tmp_path / "out", env=env)
     assert_fails(result, line)
-    assert server.paths, "huggingface_hub never reached the stub"
+    assert server.requests, "huggingface_hub never reached the stub"
     assert not (tmp_path / "out").exists()
 
 
-def test_token_is_sent_but_never_printed(hub_stub, tmp_path):
-    env, server = hub_stub
+def test_token_is_sent_but_never_printed(hub, tmp_path):
+    env, server = hub
     token = "hf_abcdefghijklmnopqrstuvwxyz0123456789"
     result = run_cli("org/gated-model", *SCHEME, "--output-root", tmp_path, env={**env, "HF_TOKEN": token})
     assert result.returncode == 2
-    assert f"Bearer {token}" in server.auth  # huggingface_hub read it from the environment...
+    sent = {auth for _, _, auth in server.requests}
+    assert f"Bearer {token}" in sent  # huggingface_hub read it from the environment...
     assert token not in result.stdout + result.stderr  # ...and nothing of ours printed it
 
 

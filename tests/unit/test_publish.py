@@ -1,28 +1,16 @@
 """`publish`: what reaches the Hub, byte for byte, and what is refused before anything is sent.
 
-The Hub is a loopback stub (`_Hub`) of the endpoints huggingface_hub 1.33 calls for `create_repo` and
-`upload_folder`: create the repository, check README.md's metadata, preupload (the server says which files are
-LFS), the Git LFS batch API (then PUT and verify each object) and the commit (ndjson, small files inline). It
-checks each LFS object against its sha256; the tests compare every file of the commit with the local one.
-
-Whether an LFS file travels by Git LFS or by Xet storage is the client's choice, not the server's: with hf_xet
-installed, huggingface_hub sends every file the server calls "lfs" to Xet storage, which the stub does not
-implement. So the stub's LFS path runs with HF_HUB_DISABLE_XET=1, and the default client (hf_xet, through
-huggingface_hub's pipelined upload) runs against a stub that keeps every file inline.
+The Hub is the loopback stub of tests/hub.py: it records every request and every file of each commit, and the
+tests compare each file that arrived with the local one.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import re
 import shutil
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -37,116 +25,12 @@ TOKEN_FIX = "set HF_TOKEN or run `hf auth login`"
 MODEL_CARD = "---\nlicense: apache-2.0\ntags:\n- w4a8\n---\n# tiny-w4a8\n"
 
 
-class _Hub(BaseHTTPRequestHandler):
-    """huggingface.co as create_repo and upload_folder see it. Records each request (method, path, Authorization
-    header), the repositories created and the commits, with every file's bytes (inline, or the LFS object it names).
-    `server.fail` maps a route to the HTTP status to answer instead."""
-
-    ROUTES = [
-        ("POST", r"/api/repos/create", "create"),
-        ("POST", r"/api/validate-yaml", "validate_yaml"),
-        ("POST", r"/api/models/(?P<repo>[\w.-]+/[\w.-]+)/preupload/main", "preupload"),
-        ("POST", r"/(?P<repo>[\w.-]+/[\w.-]+)\.git/info/lfs/objects/batch", "lfs_batch"),
-        ("PUT", r"/lfs/(?P<oid>[0-9a-f]{64})", "lfs_put"),
-        ("POST", r"/lfs/verify", "lfs_verify"),
-        ("POST", r"/api/models/(?P<repo>[\w.-]+/[\w.-]+)/commit/main", "commit"),
-    ]
-
-    def respond(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))  # huggingface_hub always sends one
-        self.server.requests.append((self.command, self.path, self.headers.get("Authorization", "")))
-        for method, pattern, name in self.ROUTES:
-            match = re.fullmatch(pattern, urlsplit(self.path).path)
-            if method == self.command and match:
-                if name in self.server.fail:
-                    return self.reply(self.server.fail[name], {"error": f"stub refuses {name}"})
-                return self.reply(*getattr(self, name)(body, **match.groupdict()))
-        self.reply(404, {"error": "stub: no such endpoint"})
-
-    do_GET = do_POST = do_PUT = respond
-
-    def reply(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        if status >= 400:
-            self.send_header("X-Error-Message", payload["error"])
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def create(self, body):
-        request = json.loads(body)
-        self.server.created.append(request)
-        return 200, {"url": f"{self.server.endpoint}/{request['organization']}/{request['name']}"}
-
-    def validate_yaml(self, body):
-        return 200, {"errors": [], "warnings": []}
-
-    def preupload(self, body, repo):
-        lfs = self.server.lfs_suffixes
-        modes = [(f["path"], "lfs" if f["path"].endswith(lfs) else "regular") for f in json.loads(body)["files"]]
-        return 200, {"files": [{"path": p, "uploadMode": m, "shouldIgnore": False, "oid": None} for p, m in modes]}
-
-    def lfs_batch(self, body, repo):
-        lfs = f"{self.server.endpoint}/lfs"
-        objects = [
-            {**obj, "actions": {"upload": {"href": f"{lfs}/{obj['oid']}"}, "verify": {"href": f"{lfs}/verify"}}}
-            for obj in json.loads(body)["objects"]
-        ]
-        return 200, {"transfer": "basic", "objects": objects}
-
-    def lfs_put(self, body, oid):
-        if hashlib.sha256(body).hexdigest() != oid:
-            return 400, {"error": f"content does not match sha256 {oid}"}
-        self.server.blobs[oid] = body
-        return 200, {}
-
-    def lfs_verify(self, body):
-        obj = json.loads(body)
-        blob = self.server.blobs.get(obj["oid"])
-        return (200, {}) if blob is not None and len(blob) == obj["size"] else (404, {"error": "no such object"})
-
-    def commit(self, body, repo):
-        lines = [json.loads(line) for line in body.splitlines()]
-        files, lfs = {}, []
-        for line in lines[1:]:
-            value = line["value"]
-            if line["key"] == "file":
-                files[value["path"]] = base64.b64decode(value["content"])
-            elif line["key"] == "lfsFile" and value["oid"] in self.server.blobs:
-                files[value["path"]] = self.server.blobs[value["oid"]]
-                lfs.append(value["path"])
-            else:
-                return 422, {"error": f"{line['key']} {value['path']}: no such LFS object"}
-        self.server.commits.append({"summary": lines[0]["value"]["summary"], "files": files, "lfs": lfs})
-        oid = hashlib.sha1(body).hexdigest()
-        return 200, {"commitUrl": f"{self.server.endpoint}/{repo}/commit/{oid}", "commitOid": oid}
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def hub(tmp_path):
-    """The stub, and the environment that points `python -m quantize publish` at it with a token. LFS files go by
-    Git LFS (HF_HUB_DISABLE_XET=1; with 0, they go to Xet storage, which the stub does not have)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    server.endpoint = f"http://127.0.0.1:{server.server_port}"
-    server.requests, server.created, server.commits = [], [], []
-    server.blobs, server.fail, server.lfs_suffixes = {}, {}, (".safetensors",)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = {
-        "HF_ENDPOINT": server.endpoint,
-        "HF_HUB_OFFLINE": "0",
-        "HF_HOME": str(tmp_path / "hf-home"),
-        "HF_TOKEN_PATH": str(tmp_path / "hf-home" / "token"),
-        "HF_TOKEN": TOKEN,
-        "HF_HUB_DISABLE_XET": "1",
-    }
-    yield env, server
-    server.shutdown()
-    server.server_close()
+def hub(hub):
+    """The Hub stub (tests/hub.py) and the environment that points `python -m quantize publish` at it, with a
+    token. LFS files go by Git LFS (HF_HUB_DISABLE_XET=1; with 0, they go to Xet storage, which the stub lacks)."""
+    env, server = hub
+    return {**env, "HF_TOKEN": TOKEN}, server
 
 
 @pytest.fixture(scope="module")

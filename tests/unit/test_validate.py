@@ -100,6 +100,33 @@ def file_changed_after_writing(ckpt):
 
 
 @CORRUPTIONS.add
+def manifest_not_json(ckpt):
+    (ckpt / "quantization-manifest.json").write_text('{"schema": "vllm-arm-int4/manifest/v1",')
+    return (
+        "quantization-manifest.json is not valid JSON "
+        "(Expecting property name enclosed in double quotes at line 1, column 40)"
+    )
+
+
+@CORRUPTIONS.add
+def manifest_without_arguments(ckpt):
+    path = ckpt / "quantization-manifest.json"
+    info = json.loads(path.read_text())
+    del info["arguments"]["ignore"], info["files"]
+    path.write_text(json.dumps(info))
+    return "quantization-manifest.json is damaged: files is missing (and 1 more)"
+
+
+@CORRUPTIONS.add
+def manifest_with_a_wrong_type(ckpt):
+    path = ckpt / "quantization-manifest.json"
+    info = json.loads(path.read_text())
+    info["files"]["config.json"]["sha256"] = 1
+    path.write_text(json.dumps(info))
+    return "quantization-manifest.json is damaged: files.config.json.sha256 should be str, not int 1"
+
+
+@CORRUPTIONS.add
 def tensor_deleted(ckpt):  # the one issue 24 found: a KeyError traceback
     with tensors(ckpt) as t:
         del t["model.layers.1.mlp.shared_experts.up_proj.weight"]
