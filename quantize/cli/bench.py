@@ -6,7 +6,7 @@ import argparse
 
 from ..errors import QuantizeError
 from ..records import BenchReport
-from .common import checkpoint_parser, engine_options
+from .common import checkpoint_parser, engine_options, same_names, second_model_option
 
 NAME = "bench"
 SUMMARY = "vLLM's generation speed, beside a baseline model"
@@ -20,12 +20,7 @@ def build() -> argparse.ArgumentParser:
     from .. import bench
 
     p = checkpoint_parser(NAME, HELP, engine=True)
-    p.add_argument(
-        "--baseline",
-        "--reference",  # its name until 2026-12: kept for scripts
-        dest="baseline",
-        help="also measure this model (local directory or Hub id) in the same run",
-    )
+    second_model_option(p, "--baseline", "also measure this model (local directory or Hub id) in the same run")
     p.add_argument("--input-len", type=int, default=bench.DEFAULT_INPUT_LEN, help="prompt tokens")
     p.add_argument("--output-len", type=int, default=bench.DEFAULT_OUTPUT_LEN, help="generated tokens")
     p.add_argument(
@@ -47,10 +42,6 @@ def run(args: argparse.Namespace) -> BenchReport:
         raise QuantizeError(f"--batch-sizes {args.batch_sizes!r} is not a list of integers", "e.g. 1,8") from exc
     return bench.run(
         **engine_options(args),
-        baseline=args.baseline,
-        input_len=args.input_len,
-        output_len=args.output_len,
+        **same_names(args, "baseline", "input_len", "output_len", "repeats", "report_dir"),
         batch_sizes=batch_sizes,
-        repeats=args.repeats,
-        report_dir=args.report_dir,
     )

@@ -78,6 +78,18 @@ def engine_options(args: argparse.Namespace) -> dict:
     return {"directory": args.directory, "dtype": args.dtype, "eager": args.eager}
 
 
+def same_names(args: argparse.Namespace, *names: str) -> dict:
+    """The options the library call spells as the parser does, each named once: `names` is the explicit list
+    (renamed or converted values are passed by hand), so a rename on either side fails at this call."""
+    return {name: getattr(args, name) for name in names}
+
+
+def second_model_option(p: argparse.ArgumentParser, flag: str, help: str, **kwargs) -> None:
+    """eval's --source and bench's --baseline: the other model of a comparison, also accepted as --reference,
+    the name both had until 2026-12 (kept for scripts)."""
+    p.add_argument(flag, "--reference", dest=flag.removeprefix("--"), help=help, **kwargs)
+
+
 class _Stderr(logging.Handler):
     """Each record as a plain line on whatever `sys.stderr` is at the time (tests running `main` swap it)."""
 

@@ -6,7 +6,7 @@ import argparse
 
 from ..errors import QuantizeError
 from ..records import EvalReport
-from .common import checkpoint_parser, engine_options
+from .common import checkpoint_parser, engine_options, same_names, second_model_option
 
 NAME = "eval"
 SUMMARY = "perplexity, top-1 and KL against the source model, both scored by vLLM"
@@ -21,13 +21,7 @@ def build() -> argparse.ArgumentParser:
     from ..vllm_engine import MAX_LOGPROBS
 
     p = checkpoint_parser(NAME, HELP, engine=True)
-    p.add_argument(
-        "--source",
-        "--reference",  # its name until 2026-12: kept for scripts
-        dest="source",
-        required=True,
-        help="the unquantized model: local directory or Hub id",
-    )
+    second_model_option(p, "--source", "the unquantized model: local directory or Hub id", required=True)
     p.add_argument("--revision", help="Hub revision of --source")
     p.add_argument(
         "--corpus",
@@ -53,13 +47,9 @@ def run(args: argparse.Namespace) -> EvalReport:
 
     return evaluate.run(
         **engine_options(args),
+        **same_names(args, "revision", "seq_len", "top_k", "max_windows", "max_ppl_increase"),
         source_model=args.source,
-        revision=args.revision,
         corpus_spec=args.corpus,
-        seq_len=args.seq_len,
-        top_k=args.top_k,
-        max_windows=args.max_windows,
-        max_ppl_increase=args.max_ppl_increase,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import checkpoint_parser, engine_options
+from .common import checkpoint_parser, engine_options, same_names
 
 NAME = "serve"
 SUMMARY = "vLLM's OpenAI-compatible server with CPU defaults (--detach: in the background)"
@@ -61,22 +61,15 @@ def build() -> argparse.ArgumentParser:
     return p
 
 
+# Every option but the engine's, under the name serve.run gives it.
+PASSED = ("host", "port", "max_model_len", "kv_cache_gib", "threads_bind", "api_key_file", "allow_no_api_key",
+          "served_model_name", "tcmalloc", "detach", "log", "ready_timeout", "vllm_args")  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> dict:
     from .. import serve
 
     return serve.run(
         **engine_options(args),
-        host=args.host,
-        port=args.port,
-        max_model_len=args.max_model_len,
-        kv_cache_gib=args.kv_cache_gib,
-        threads_bind=args.threads_bind,
-        api_key_file=args.api_key_file,
-        allow_no_api_key=args.allow_no_api_key,
-        served_model_name=args.served_model_name,
-        tcmalloc=args.tcmalloc,
-        detach=args.detach,
-        log=args.log,
-        ready_timeout=args.ready_timeout,
-        vllm_args=args.vllm_args,
+        **same_names(args, *PASSED),
     )

@@ -7,7 +7,7 @@ import argparse
 
 from ..errors import QuantizeError
 from ..records import SmokeReport
-from .common import checkpoint_parser, engine_options
+from .common import checkpoint_parser, engine_options, same_names
 
 NAME = "smoke"
 SUMMARY = "load a checkpoint in vLLM, check the W4A8 path, generate (--reference: check the numbers)"
@@ -52,10 +52,7 @@ def run(args: argparse.Namespace) -> SmokeReport:
         raise QuantizeError("--layers-only is a mode of the reference check", "add --reference")
     return smoke.run(
         **engine_options(args),
-        prompts=args.prompts,
-        max_tokens=args.max_tokens,
-        reference=args.reference,
-        layers_only=args.layers_only,
+        **same_names(args, "prompts", "max_tokens", "reference", "layers_only"),
     )
 
 
