@@ -1,4 +1,5 @@
-"""Fixtures: the committed tiny models (tests/tiny_models.py) and a stand-in Hub. Helpers: tests/helpers.py."""
+"""Fixtures: the committed tiny models (tests/tiny_models.py), their quantized checkpoints shared by the session, and
+a stand-in Hub (tests/hub.py). Helpers: tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from quantize import hashing
+from tests import helpers, tiny_models
 from tests import hub as hub_stub
-from tests import tiny_models
 
 
 def pytest_collection_modifyitems(items):
@@ -42,6 +44,29 @@ def tiny_llama(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_deepseek(tmp_path_factory) -> Path:
     return _copy_fixture("deepseek_v2", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def quantized(tiny_llama, tiny_deepseek, tmp_path_factory):
+    """Quantize a tiny model once per session, for every test that only reads the result:
+    `quantized("tiny_llama", method="minmax", scheme="groupwise")` (or "tiny_deepseek": the fixtures' names;
+    options as helpers.quantize)
+    returns the same directory each time it is asked for the same options. A test that changes a checkpoint
+    copies it first: the session ends in an error naming any shared checkpoint a test changed."""
+    models = {"tiny_llama": tiny_llama, "tiny_deepseek": tiny_deepseek}
+    root = tmp_path_factory.mktemp("quantized")
+    made: dict[tuple, tuple[Path, dict]] = {}
+
+    def get(model: str, **options) -> Path:
+        key = (model, *sorted(options.items()))
+        if key not in made:
+            out = helpers.quantize(models[model], output_root=root / str(len(made)), **options)
+            made[key] = out, hashing.file_hashes(out)
+        return made[key][0]
+
+    yield get
+    changed = [str(out) for out, hashes in made.values() if hashing.file_hashes(out) != hashes]
+    assert not changed, f"a test changed a shared checkpoint of the `quantized` fixture (copy it first): {changed}"
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,12 @@ import platform
 import pytest
 
 from quantize import bench, host, records
-from tests.helpers import error_line, quantize, run_cli
+from tests.helpers import error_line, run_cli
 
 
 @pytest.mark.vllm
-def test_bench_reports_both_models(tiny_llama, tmp_path):
-    ckpt = quantize(tiny_llama, tmp_path / "q", method="minmax", scheme="channelwise")
+def test_bench_reports_both_models(quantized, tiny_llama, tmp_path):
+    ckpt = quantized("tiny_llama", method="minmax", scheme="channelwise")
     sizes = ["--input-len", "32", "--output-len", "8", "--batch-sizes", "1,2", "--repeats", "1"]
     result = run_cli("bench", str(ckpt), "--reference", str(tiny_llama), *sizes, "--eager",
                      "--report-dir", str(tmp_path / "r"))  # fmt: skip
@@ -31,7 +31,7 @@ def test_bench_reports_both_models(tiny_llama, tmp_path):
     assert (platform.machine() == "x86_64") == ("note" in report)
     markdown = (tmp_path / "r" / bench.REPORT_NAME).read_text()
     assert "| model | batch | TTFT (s) | prefill tok/s | decode tok/s |" in markdown
-    assert markdown.count("| quantized: q |") == 2 and machine["cpu_model"] in markdown
+    assert markdown.count(f"| quantized: {ckpt.name} |") == 2 and machine["cpu_model"] in markdown
     assert (tmp_path / "r" / bench.CHART_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from quantize import evaluate, manifest, records
 from tests import tiny_models
-from tests.helpers import error_line, quantize, run_cli
+from tests.helpers import error_line, run_cli
 
 GATE_PCT = "10"
 
@@ -32,8 +32,10 @@ def corpus_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def good(tiny_llama, tmp_path_factory) -> Path:
-    return quantize(tiny_llama, tmp_path_factory.mktemp("eval") / "g32", method="minmax", scheme="groupwise")
+def good(quantized, tmp_path_factory) -> Path:
+    """A copy of the shared checkpoint: eval adds its report and a manifest entry."""
+    shared = quantized("tiny_llama", method="minmax", scheme="groupwise")
+    return Path(shutil.copytree(shared, tmp_path_factory.mktemp("eval") / "g32"))
 
 
 def run_eval(ckpt: Path, reference: Path, corpus: Path, *extra: str):

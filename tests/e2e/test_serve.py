@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from quantize import detached, health, serve
-from tests.helpers import error_line, quantize, run_cli, run_main
+from tests.helpers import error_line, run_cli, run_main
 
 KEY = "sk-test-4f1d2c"  # a made-up key; the tests check it never leaks
 # The tiny Llama's tokenizer has no chat template; vLLM takes one through serve's pass-through options.
@@ -33,10 +33,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_llama, tmp_path_factory):
+def server(quantized, tmp_path_factory):
     """A detached server on the tiny Llama, W4A8 groupwise; yields (report, checkpoint)."""
     work = tmp_path_factory.mktemp("serve")
-    ckpt = quantize(tiny_llama, work / "llama-w4a8", method="minmax", scheme="groupwise")
+    ckpt = quantized("tiny_llama", method="minmax", scheme="groupwise")
     template = work / "chat.jinja"
     template.write_text(CHAT_TEMPLATE)
     args = ["serve", ckpt, "--detach", "--eager", "--port", free_port(), "--chat-template", template]
@@ -57,8 +57,8 @@ def client(server):
 
 @pytest.mark.vllm
 def test_completion(server, client):
-    report, _ = server
-    assert report["model"] == "llama-w4a8" and report["api_key"] is True
+    report, ckpt = server
+    assert report["model"] == ckpt.name and report["api_key"] is True
     assert 0 < report["seconds_to_health"] <= report["seconds_to_first_answer"]
     done = client.completions.create(model=report["model"], prompt="The red fox", max_tokens=8, temperature=0)
     assert done.usage.completion_tokens == 8
@@ -265,10 +265,8 @@ def test_command_line_has_no_key():
 
 
 @pytest.fixture(scope="module")
-def llama_ckpt(tiny_llama, tmp_path_factory) -> Path:
-    return quantize(
-        tiny_llama, tmp_path_factory.mktemp("serve-checks") / "llama", method="minmax", scheme="channelwise"
-    )
+def llama_ckpt(quantized) -> Path:
+    return quantized("tiny_llama", method="minmax", scheme="channelwise")
 
 
 BAD_OPTIONS = {
@@ -346,8 +344,8 @@ def test_open_port_starts_with_a_key_or_the_flag(llama_ckpt, tmp_path, monkeypat
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="on Arm the W4A8 MoE kernels exist")
-def test_moe_experts_on_x86_refused(tiny_deepseek, tmp_path, capsys):
-    ckpt = quantize(tiny_deepseek, tmp_path / "moe", method="minmax", scheme="channelwise")
+def test_moe_experts_on_x86_refused(quantized, capsys):
+    ckpt = quantized("tiny_deepseek", method="minmax", scheme="channelwise")
     result = run_main(capsys, "serve", ckpt)
     assert result.returncode == 2 and "--skip-experts" in error_line(result)
 

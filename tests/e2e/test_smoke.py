@@ -31,8 +31,8 @@ smoke = functools.partial(faults.smoke, timeout=600)  # `python -m quantize smok
 
 
 @pytest.fixture(scope="module")
-def llama_groupwise(tiny_llama, tmp_path_factory) -> Path:
-    return quantize(tiny_llama, tmp_path_factory.mktemp("smoke") / "g32", method="minmax", scheme="groupwise")
+def llama_groupwise(quantized) -> Path:
+    return quantized("tiny_llama", method="minmax", scheme="groupwise")
 
 
 @pytest.mark.parametrize("method,scheme", [("minmax", "groupwise"), ("mse", "channelwise")])
@@ -90,8 +90,8 @@ def test_layers_only_skips_the_float32_model_and_still_catches_a_fault(llama_gro
 
 
 @pytest.mark.skipif(not X86, reason="on Arm the W4A8 MoE kernels exist; see make test-arm64")
-def test_moe_experts_on_x86_fail_fast(tiny_deepseek, tmp_path):
-    ckpt = quantize(tiny_deepseek, tmp_path / "moe", method="minmax", scheme="channelwise")
+def test_moe_experts_on_x86_fail_fast(quantized):
+    ckpt = quantized("tiny_deepseek", method="minmax", scheme="channelwise")
     result = run_cli("smoke", str(ckpt))
     assert result.returncode == 2
     assert error_line(result) == (
@@ -102,8 +102,8 @@ def test_moe_experts_on_x86_fail_fast(tiny_deepseek, tmp_path):
     assert "Initializing a V1 LLM engine" not in result.stderr  # failed before vLLM started
 
 
-def test_moe_with_dense_experts_loads_and_generates(tiny_deepseek, tmp_path):
-    ckpt = quantize(tiny_deepseek, tmp_path / "moe-dense", method="minmax", scheme="groupwise", skip_experts=True)
+def test_moe_with_dense_experts_loads_and_generates(quantized):
+    ckpt = quantized("tiny_deepseek", method="minmax", scheme="groupwise", skip_experts=True)
     code, report, stderr = smoke(str(ckpt), "--reference")
     assert code == 0, stderr[-3000:]
     assert report["agreement"]["passed"], report["agreement"]["verdict"]

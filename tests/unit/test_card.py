@@ -109,11 +109,11 @@ def test_hub_source_gets_base_model(ckpt, tmp_path):
     assert command.endswith("--revision abc123")
 
 
-def test_moe_card_says_arm_only(tiny_deepseek, tmp_path):
-    moe = quantize(tiny_deepseek, tmp_path / "moe", method="minmax", scheme="channelwise")
+def test_moe_card_says_arm_only(quantized):
+    moe = quantized("tiny_deepseek", method="minmax", scheme="channelwise")
     text = (moe / "README.md").read_text()
     assert "does not load on x86_64" in text and "per output channel" in text
-    dense = quantize(tiny_deepseek, tmp_path / "dense", method="minmax", scheme="channelwise", skip_experts=True)
+    dense = quantized("tiny_deepseek", method="minmax", scheme="channelwise", skip_experts=True)
     text = (dense / "README.md").read_text()
     assert "also loads on x86_64" in text and "`--skip-experts`" in text
     assert "--skip-experts" in code_lines(text, "How it was made")[0]

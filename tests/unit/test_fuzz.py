@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import error_line, quantize, run_main
+from tests.helpers import error_line, run_main
 
 CHECKPOINT_CASES = 300
 SOURCE_CASES = 100
@@ -155,8 +155,8 @@ def assert_clean_outcome(result, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def good_checkpoint(tiny_llama, tmp_path_factory) -> Path:
-    return quantize(tiny_llama, tmp_path_factory.mktemp("fuzz") / "good", method="minmax", scheme="groupwise")
+def good_checkpoint(quantized) -> Path:
+    return quantized("tiny_llama", method="minmax", scheme="groupwise")  # corrupted_copy copies it
 
 
 def test_corrupted_checkpoints_fail_in_one_line(good_checkpoint, tmp_path, capsys):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from quantize import host, vllm_engine
-from tests.helpers import error_line, quantize, run_main
+from tests.helpers import error_line, run_main
 
 N1 = host.NO_BF16
 
@@ -72,11 +72,10 @@ def test_x86_has_bf16_for_vllm():
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tiny_llama, tmp_path_factory):
-    out = tmp_path_factory.mktemp("dtype")
+def checkpoints(quantized):
     return {
-        "channelwise": quantize(tiny_llama, out / "cw", method="minmax", scheme="channelwise"),
-        "groupwise": quantize(tiny_llama, out / "g32", method="minmax", scheme="groupwise"),
+        "channelwise": quantized("tiny_llama", method="minmax", scheme="channelwise"),
+        "groupwise": quantized("tiny_llama", method="minmax", scheme="groupwise"),
     }
 
 

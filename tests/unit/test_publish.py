@@ -17,7 +17,7 @@ import pytest
 from quantize.hashing import sha256_file
 from quantize.manifest import MANIFEST
 from quantize.publish import COMMIT_MESSAGE
-from tests.helpers import error_line, quantize, run_cli, run_main
+from tests.helpers import error_line, run_cli, run_main
 
 TOKEN = "hf_secret_test_token"
 REPO = "org/tiny-w4a8"
@@ -34,12 +34,11 @@ def hub(hub):
 
 
 @pytest.fixture(scope="module")
-def ckpt(tiny_llama, tmp_path_factory) -> Path:
-    """A quantized tiny Llama, with a model card and hidden leftovers (a manifest being rewritten, a hidden
-    folder) that must not be uploaded."""
-    out = quantize(
-        tiny_llama, tmp_path_factory.mktemp("publish") / "ckpt", method="minmax", scheme="groupwise", groupsize=32
-    )
+def ckpt(quantized, tmp_path_factory) -> Path:
+    """A copy of the shared quantized tiny Llama, with a model card and hidden leftovers (a manifest being
+    rewritten, a hidden folder) that must not be uploaded."""
+    shared = quantized("tiny_llama", method="minmax", scheme="groupwise")
+    out = Path(shutil.copytree(shared, tmp_path_factory.mktemp("publish") / "ckpt"))
     if not (out / "README.md").exists():
         (out / "README.md").write_text(MODEL_CARD)
     (out / f".{MANIFEST}.tmp-123").write_text("{}")

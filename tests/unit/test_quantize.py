@@ -4,14 +4,13 @@ Each output must validate, keep unquantized tensors in the source dtype, and car
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from quantize import manifest, validate
 from quantize.hashing import sha256_file
-from tests.helpers import quantize, read_tensors, run_cli, slow_if_deepseek_mse
+from tests.helpers import read_tensors, run_cli, slow_if_deepseek_mse
 
 COMBOS = [
     pytest.param(arch, method, scheme, marks=slow_if_deepseek_mse(arch, method))
@@ -21,25 +20,10 @@ COMBOS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
-    """Quantize lazily, once per (arch, method, scheme) for the whole module."""
-    cache: dict = {}
-    root = tmp_path_factory.mktemp("quantized")
-
-    def get(model: Path, method: str, scheme: str, **recipe_kwargs) -> Path:
-        key = (model, method, scheme, tuple(sorted(recipe_kwargs.items())))
-        if key not in cache:
-            cache[key] = quantize(model, output_root=root, method=method, scheme=scheme, groupsize=32, **recipe_kwargs)
-        return cache[key]
-
-    return get
-
-
 @pytest.mark.parametrize("arch,method,scheme", COMBOS)
-def test_quantize_validates(arch, method, scheme, outputs, request):
+def test_quantize_validates(arch, method, scheme, quantized, request):
     model = request.getfixturevalue(arch)
-    out = outputs(model, method, scheme)
+    out = quantized(arch, method=method, scheme=scheme)  # groupwise: the default group size, 32
     assert out.name == f"{model.name}-w4a8dyn-{method}-{scheme}" + ("-g32" if scheme == "groupwise" else "")
     report = validate.validate(out)
     assert report["valid"] and report["quantized_modules"] > 0
@@ -61,21 +45,21 @@ def test_quantize_validates(arch, method, scheme, outputs, request):
     assert torch.linalg.norm(deq - w) / torch.linalg.norm(w) < 0.25
 
 
-def test_moe_router_gates_and_experts(tiny_deepseek, outputs):
-    names = read_tensors(outputs(tiny_deepseek, "minmax", "channelwise"))
+def test_moe_router_gates_and_experts(quantized):
+    names = read_tensors(quantized("tiny_deepseek", method="minmax", scheme="channelwise"))
     assert names["model.layers.1.mlp.gate.weight"].dtype == torch.bfloat16  # router: never quantized
     assert "model.layers.1.mlp.gate.weight_scale" not in names
     assert names["model.layers.1.mlp.experts.3.up_proj.weight"].dtype == torch.int8
     assert names["model.layers.1.mlp.shared_experts.down_proj.weight"].dtype == torch.int8
 
-    dense = read_tensors(outputs(tiny_deepseek, "minmax", "channelwise", skip_experts=True))
+    dense = read_tensors(quantized("tiny_deepseek", method="minmax", scheme="channelwise", skip_experts=True))
     assert dense["model.layers.1.mlp.experts.3.up_proj.weight"].dtype == torch.bfloat16
     assert "model.layers.1.mlp.experts.3.up_proj.weight_scale" not in dense
     assert dense["model.layers.1.mlp.shared_experts.down_proj.weight"].dtype == torch.int8
 
 
-def test_manifest(tiny_llama, outputs):
-    out = outputs(tiny_llama, "mse", "groupwise")
+def test_manifest(tiny_llama, quantized):
+    out = quantized("tiny_llama", method="mse", scheme="groupwise")
     info = manifest.read(out)
     assert info["schema"] == manifest.SCHEMA
     assert info["source"]["model_id"] == str(tiny_llama) and info["source"]["local"] is True

@@ -11,13 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.helpers import Cases, error_line, quantize, run_cli, run_main
+from tests.helpers import Cases, error_line, run_cli, run_main
 
 
 @pytest.fixture(scope="module")
-def good(tiny_deepseek, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("validate") / "good"
-    return quantize(tiny_deepseek, out, method="minmax", scheme="groupwise", groupsize=32)
+def good(quantized) -> Path:
+    return quantized("tiny_deepseek", method="minmax", scheme="groupwise")  # each corruption damages a copy
 
 
 FIX = " (fix: re-run quantize for this model (python -m quantize MODEL ...) into a fresh directory)"
