@@ -244,7 +244,7 @@ def problems(value, kind, where: str = "", strict: bool = True) -> list[str]:
     """What is wrong with `value` as a `kind` (a TypedDict, list[...], dict[str, ...], a union, a plain type, or
     Any): one line per problem, naming the key path. `strict`: keys a TypedDict does not declare are problems
     too (otherwise a newer writer's extra keys are accepted)."""
-    name = where or "the record"
+    name = where or "the top level"
     if kind is Any:
         return []
     if is_typeddict(kind):

@@ -10,7 +10,8 @@ Checks, in order, stopping at the first failure with the offending tensor named:
    zero point, no input scale;
 3. every Linear the recipe targets is quantized, and nothing it ignores is (router gates, lm_head);
 4. ignored tensors are bit-identical to the source model's, when the source is available locally;
-5. every file matches the sha256 recorded in `quantization-manifest.json`.
+5. every file matches the sha256 recorded in `quantization-manifest.json` (whose form, records.Manifest, is checked
+   first: checks 3 and 4 read it).
 """
 
 from __future__ import annotations

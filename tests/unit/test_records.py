@@ -65,7 +65,7 @@ def test_not_strict_accepts_a_newer_writers_keys_but_not_a_missing_one():
 
 
 def test_wrong_containers():
-    assert records.problems([], Outer) == ["the record is not an object"]
+    assert records.problems([], Outer) == ["the top level is not an object"]
     assert records.problems({**GOOD, "rows": {}}, Outer) == ["rows is not a list"]
     assert records.problems({**GOOD, "maybe": 3}, Outer) == ["maybe should be str, not int 3"]
 
