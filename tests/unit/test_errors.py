@@ -309,43 +309,36 @@ UTF8_FIX = "give a UTF-8 .txt or .jsonl file"
 JSONL_FIX = 'write lines like {"text": "..."}'
 
 
-def _not_utf8(model, tmp, name: str, content: bytes, byte: str):
-    path, args = _calibration(tmp, name, content)
-    return [model, *args], f"error: {path} is not UTF-8 text ({byte}) (fix: {UTF8_FIX} (iconv -t utf-8 converts one))"
+NOT_UTF8_FIX = f"{UTF8_FIX} (iconv -t utf-8 converts one)"
+
+# Calibration files that cannot be calibrated on: (case name, file name, bytes, the error, where PATH is the file).
+BAD_CALIBRATION = [
+    ("calibration_jsonl_that_is_binary", "calib.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+     f"PATH is not UTF-8 text (byte 0 is 89) (fix: {NOT_UTF8_FIX})"),
+    ("calibration_txt_that_is_gzip", "calib.txt", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03text",
+     f"PATH is not UTF-8 text (byte 1 is 8b) (fix: {NOT_UTF8_FIX})"),
+    ("calibration_txt_that_is_valid_utf8_but_binary", "calib.txt",
+     b"\x00" * 64 + b"some words after the padding " * 40,
+     f"PATH is binary data, not text (a NUL at character 0) (fix: {UTF8_FIX})"),
+    ("calibration_txt_that_is_empty", "calib.txt", b" \n\n", "PATH is empty (fix: give a file with some text in it)"),
+    ("calibration_jsonl_whose_texts_are_empty", "calib.jsonl", b'{"text": ""}\n{"text": "  "}\n',
+     f"PATH: every 'text' field is empty (fix: {JSONL_FIX})"),
+    ("calibration_jsonl_without_the_field", "calib.jsonl", b'{"content": "a sentence"}\n',
+     f"PATH:1 has no string 'text' field (fix: {JSONL_FIX})"),
+]  # fmt: skip
 
 
-@BAD_INPUT.add
-def calibration_jsonl_that_is_binary(model, tmp):
-    return _not_utf8(model, tmp, "calib.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "byte 0 is 89")
+def _bad_calibration(name: str, file: str, content: bytes, message: str):
+    def case(model, tmp):
+        path, args = _calibration(tmp, file, content)
+        return [model, *args], "error: " + message.replace("PATH", str(path))
+
+    case.__name__ = name
+    return case
 
 
-@BAD_INPUT.add
-def calibration_txt_that_is_gzip(model, tmp):
-    return _not_utf8(model, tmp, "calib.txt", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03text", "byte 1 is 8b")
-
-
-@BAD_INPUT.add
-def calibration_txt_that_is_valid_utf8_but_binary(model, tmp):
-    path, args = _calibration(tmp, "calib.txt", b"\x00" * 64 + b"some words after the padding " * 40)
-    return [model, *args], f"error: {path} is binary data, not text (a NUL at character 0) (fix: {UTF8_FIX})"
-
-
-@BAD_INPUT.add
-def calibration_txt_that_is_empty(model, tmp):
-    path, args = _calibration(tmp, "calib.txt", b" \n\n")
-    return [model, *args], f"error: {path} is empty (fix: give a file with some text in it)"
-
-
-@BAD_INPUT.add
-def calibration_jsonl_whose_texts_are_empty(model, tmp):
-    path, args = _calibration(tmp, "calib.jsonl", b'{"text": ""}\n{"text": "  "}\n')
-    return [model, *args], f"error: {path}: every 'text' field is empty (fix: {JSONL_FIX})"
-
-
-@BAD_INPUT.add
-def calibration_jsonl_without_the_field(model, tmp):
-    path, args = _calibration(tmp, "calib.jsonl", b'{"content": "a sentence"}\n')
-    return [model, *args], f"error: {path}:1 has no string 'text' field (fix: {JSONL_FIX})"
+for _row in BAD_CALIBRATION:
+    BAD_INPUT.add(_bad_calibration(*_row))
 
 
 @BAD_INPUT.add
