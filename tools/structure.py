@@ -3,7 +3,8 @@
 Every `from . import x` / `from .x import y` in quantize/, at module level or inside a function, is an edge; a
 sub-package (`cli`, `reference`) counts as one node. Printed bottom-up: a module sits one layer above the highest
 module it imports. Exit 1 when the graph has a cycle, when anything imports `cli` or `cli` is not the top layer,
-when `contract` imports one of the modules that rely on it, or when one of them does not import it.
+when `contract` imports one of the modules that rely on it, when one of them does not import it, or when a module
+is longer than MAX_MODULE_LINES or a function than MAX_FUNCTION_LINES.
 
     python -m tools.structure [--dot]
 """
@@ -17,6 +18,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "quantize"
 CONTRACT_USERS = ("validate", "recipe_file", "loaded", "smoke", "serve", "card")
+MAX_MODULE_LINES = 300
+MAX_FUNCTION_LINES = 60
 
 
 def node(parts: list[str]) -> str:
@@ -87,6 +90,21 @@ def problems(edges: dict[str, set[str]], level: dict[str, int], cyclic: list[str
     return found
 
 
+def too_long(paths) -> list[str]:
+    """The modules over MAX_MODULE_LINES lines and the functions over MAX_FUNCTION_LINES (decorators excluded)."""
+    found = []
+    for path in paths:
+        text = path.read_text()
+        name = path.relative_to(PACKAGE.parent) if path.is_relative_to(PACKAGE.parent) else path
+        if (lines := len(text.splitlines())) > MAX_MODULE_LINES:
+            found.append(f"{name} has {lines} lines (at most {MAX_MODULE_LINES})")
+        functions = [n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        for fn in functions:
+            if (lines := fn.end_lineno - fn.lineno + 1) > MAX_FUNCTION_LINES:
+                found.append(f"{name}:{fn.lineno} {fn.name}() has {lines} lines (at most {MAX_FUNCTION_LINES})")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dot", action="store_true", help="print the graph in Graphviz dot instead")
@@ -103,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(max(level.values(), default=-1), -1, -1):
             names = sorted(n for n, lv in level.items() if lv == i)
             print(f"{i:2d}  {'  '.join(names)}")
-    found = problems(edges, level, cyclic)
+    found = problems(edges, level, cyclic) + too_long(sorted(PACKAGE.rglob("*.py")))
     for problem in found:
         print(f"error: {problem}", file=sys.stderr)
     return 1 if found else 0

@@ -20,3 +20,14 @@ def test_a_crossed_wall_is_reported():
     assert "import cycle among: a, b" in found
     assert "smoke imports cli: only the command line may" in found
     assert "contract imports smoke, which relies on it" in found
+
+
+def test_no_module_or_function_is_too_long(tmp_path):
+    assert structure.too_long(sorted(structure.PACKAGE.rglob("*.py"))) == []
+    path = tmp_path / "made_up.py"
+    body = "def f():\n" + "    x = 1\n" * structure.MAX_FUNCTION_LINES  # one line over
+    path.write_text(body + "\n" * (structure.MAX_MODULE_LINES - structure.MAX_FUNCTION_LINES))
+    assert structure.too_long([path]) == [
+        f"{path} has {structure.MAX_MODULE_LINES + 1} lines (at most {structure.MAX_MODULE_LINES})",
+        f"{path}:1 f() has {structure.MAX_FUNCTION_LINES + 1} lines (at most {structure.MAX_FUNCTION_LINES})",
+    ]
