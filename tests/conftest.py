@@ -48,11 +48,12 @@ def tiny_deepseek(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def quantized(tiny_llama, tiny_deepseek, tmp_path_factory):
-    """Quantize a tiny model once per session, for every test that only reads the result:
-    `quantized("tiny_llama", method="minmax", scheme="groupwise")` (or "tiny_deepseek": the fixtures' names;
-    options as helpers.quantize)
-    returns the same directory each time it is asked for the same options. A test that changes a checkpoint
-    copies it first: the session ends in an error naming any shared checkpoint a test changed."""
+    """Quantize a tiny model once per session, for every test that only reads the result.
+
+    `quantized("tiny_llama", method="minmax", scheme="groupwise")` ("tiny_llama" or "tiny_deepseek", the fixtures'
+    names; options as helpers.quantize) returns the same directory each time the same options are asked for. A
+    test that changes a checkpoint copies it first: the session ends in an error naming any shared checkpoint
+    whose files changed."""
     models = {"tiny_llama": tiny_llama, "tiny_deepseek": tiny_deepseek}
     root = tmp_path_factory.mktemp("quantized")
     made: dict[tuple, tuple[Path, dict]] = {}
