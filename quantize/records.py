@@ -234,7 +234,9 @@ class Manifest(TypedDict):
     timings_s: dict[str, float]  # per phase, and "total"
     peak_rss_bytes: int
     files: dict[str, WrittenFile]  # every file beside the manifest but the card
-    evaluations: NotRequired[list[EvalReport]]  # one per `eval`
+    # One EvalReport per `eval`, kept as written: reports from older versions lack newer keys (dtype), and nothing
+    # here reads them, so reading a manifest checks only that each is an object.
+    evaluations: NotRequired[list[dict[str, Any]]]
 
 
 # -- the check --------------------------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ def test_good_checkpoint_report_and_gate(good, tiny_llama, corpus_file):
     assert f"| quantized | {m['perplexity_quantized']:.3f} |" in markdown and "**passed**" in markdown
     entries = manifest.read(good)["evaluations"]
     assert records.problems(manifest.read(good), records.Manifest) == []
+    assert records.problems(entries[-1], records.EvalReport) == []
     assert entries[-1]["metrics"] == m and entries[-1]["corpus"] == str(corpus_file)
     card = (good / "README.md").read_text()  # the model card now carries the table, and still validates
     assert f"| quantized | {m['perplexity_quantized']:.3f} |" in card and "Not measured yet" not in card

@@ -195,3 +195,14 @@ def test_not_a_checkpoint(tiny_llama, tmp_path):
     assert error_line(result) == (
         f"error: checkpoint directory {tmp_path / 'nope'} does not exist (fix: pass the directory quantize wrote)"
     )
+
+
+def test_an_evaluation_from_an_older_version_still_validates(good, tmp_path, capsys):
+    """eval's reports are kept as written; one without the keys later versions add does not damage the manifest."""
+    ckpt = Path(shutil.copytree(good, tmp_path / "ckpt"))
+    path = ckpt / "quantization-manifest.json"
+    info = json.loads(path.read_text())
+    info["evaluations"] = [{"model": str(ckpt), "metrics": {"perplexity_increase_pct": 1.0}}]  # no dtype, ...
+    path.write_text(json.dumps(info))
+    result = run_main(capsys, "validate", ckpt)
+    assert result.returncode == 0, result.stderr
