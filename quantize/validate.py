@@ -70,9 +70,10 @@ def expected_quantized(directory: Path, ignore: list[str], modules: set[str]) ->
 
 def _source_dir(info: records.Manifest | None) -> Path | None:
     """The source model recorded in the manifest, when it was a local directory that still exists."""
-    src = info["source"] if info else {}
-    path = Path(src.get("model_id", ""))
-    return path if src.get("local") and (path / "config.json").is_file() else None
+    if info is None or not info["source"]["local"]:
+        return None
+    path = Path(info["source"]["model_id"])
+    return path if (path / "config.json").is_file() else None
 
 
 def read_manifest(directory: Path) -> records.Manifest | None:
