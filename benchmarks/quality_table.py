@@ -73,21 +73,22 @@ def _private_bytes(pid: int) -> int:
     )
 
 
-def reference_perplexity(directory: Path | None, model: Path) -> float:
-    """Perplexity on the reference path of a checkpoint (None: of the source itself, float32)."""
+def reference_perplexity(directory: Path | None, model: Path, text: str) -> float:
+    """Perplexity on the reference path of a checkpoint (None: of the source itself, float32), on `text` (a
+    corpus spec: builtin:eval, a .txt or .jsonl file)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from benchmarks.weight_error import TEXTS, perplexity
+    from benchmarks.weight_error import perplexity
     from quantize import corpus, reference
 
-    windows = corpus.token_windows(AutoTokenizer.from_pretrained(model), corpus.load_texts(TEXTS["eval"]), 512)
+    windows = corpus.token_windows(AutoTokenizer.from_pretrained(model), corpus.load_texts(text), 512)
     if directory is None:
         return perplexity(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval(), windows)
     return perplexity(reference.load_reference(directory), windows)
 
 
-def row(name: str, model: Path, out: Path, eval_args: list[str] | None, calibration: str) -> dict:
+def row(name: str, model: Path, out: Path, eval_args: list[str] | None, calibration: str, texts: list[str]) -> dict:
     target = out / name.split(" (")[0].replace(" ", "-")
     options = VARIANTS[name]
     own = "--calibration" in options  # a variant with its own calibration text keeps it
@@ -102,20 +103,23 @@ def row(name: str, model: Path, out: Path, eval_args: list[str] | None, calibrat
         "engine": info["arguments"]["engine"],
         "quantize_s": info["timings_s"]["total"],
         "peak_rss_gib": info["peak_rss_bytes"] / 2**30,
-        "reference_path_perplexity": reference_perplexity(target, model),
+        "reference_path_perplexity": {text: reference_perplexity(target, model, text) for text in texts},
         **metrics,
     }
 
 
-def markdown(model: Path, rows: list[dict], bf16: float, eval_args: list[str] | None, calibration: str,
+def markdown(model: Path, rows: list[dict], bf16: dict[str, float], eval_args: list[str] | None, calibration: str,
              seconds: float) -> str:  # fmt: skip
+    """The table: vLLM's figures, then the reference path's perplexity and increase on each text scored."""
     vllm = eval_args is not None
     base = rows[0].get("perplexity_reference", 0.0)
+    texts = list(bf16)
+    per_text = "".join(f" reference path on `{t}` | increase |" for t in texts)
     lines = [
-        f"| {model.name} | vLLM perplexity | increase | top-1 agreement | mean KL | reference-path perplexity | "
-        "increase | quantize time | peak RSS |",
-        "|---|---|---|---|---|---|---|---|---|",
-        f"| bf16 | {f'{base:.2f}' if vllm else ''} | | | | {bf16:.2f} | | | |",
+        f"| {model.name} | vLLM perplexity | increase | top-1 agreement | mean KL |{per_text} quantize time | "
+        "peak RSS |",
+        "|---|---|---|---|---|" + "---|---|" * len(texts) + "---|---|",
+        f"| bf16 | {f'{base:.2f}' if vllm else ''} | | | |" + "".join(f" {bf16[t]:.2f} | |" for t in texts) + " | |",
     ]
     for r in rows:
         through_vllm = (
@@ -125,9 +129,10 @@ def markdown(model: Path, rows: list[dict], bf16: float, eval_args: list[str] | 
             else " | | | "
         )
         ref = r["reference_path_perplexity"]
+        scores = "".join(f" {ref[t]:.2f} | {100 * (ref[t] / bf16[t] - 1):+.1f}% |" for t in texts)
         lines.append(
-            f"| {r['variant']} | {through_vllm} | {ref:.2f} | {100 * (ref / bf16 - 1):+.1f}% | "
-            f"{r['quantize_s']:.0f} s ({r['engine']}) | {r['peak_rss_gib']:.2f} GiB |"
+            f"| {r['variant']} | {through_vllm} |{scores} {r['quantize_s']:.0f} s ({r['engine']}) | "
+            f"{r['peak_rss_gib']:.2f} GiB |"
         )
     scored = (
         f"{rows[0]['tokens_scored']} tokens of the built-in evaluation corpus scored through vLLM "
@@ -137,7 +142,7 @@ def markdown(model: Path, rows: list[dict], bf16: float, eval_args: list[str] | 
     )
     lines += [
         "",
-        f"{scored} every window of it on the PyTorch reference path (float32, int4 weights dequantized, int8 "
+        f"{scored} every window of each text on the PyTorch reference path (float32, int4 weights dequantized, int8 "
         f"per-token activations). Calibrated rows (gptq, imatrix, awq) calibrated on `{calibration}`. "
         f"{platform.machine()}, {time.strftime('%Y-%m-%d')}, {seconds / 60:.0f} min for the table "
         f"(`python -m benchmarks.quality_table`).",
@@ -157,6 +162,12 @@ def main() -> None:
     )
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
+    parser.add_argument(
+        "--eval-text",
+        action="append",
+        help="a text the reference path scores (repeatable; default builtin:eval; vLLM scores the built-in text "
+        "only); make wikipedia-heldout writes Wikipedia articles that no calibration window reaches",
+    )
     parser.add_argument("--max-windows", type=int, help="passed to eval: score only the first N windows")
     parser.add_argument("--reference-only", action="store_true", help="skip vLLM (slow on x86_64): reference path")
     args = parser.parse_args()
@@ -165,10 +176,11 @@ def main() -> None:
         sys.exit(f"error: unknown variant(s) {unknown} (fix: choose from {', '.join(VARIANTS)})")
     eval_args = None if args.reference_only else ["--max-windows", str(args.max_windows)] if args.max_windows else []
     t0 = time.perf_counter()
-    bf16 = reference_perplexity(None, args.model)
+    texts = args.eval_text or ["builtin:eval"]
+    bf16 = {text: reference_perplexity(None, args.model, text) for text in texts}
     rows = []
     for name in names:
-        rows.append(row(name, args.model, args.out, eval_args, args.calibration))
+        rows.append(row(name, args.model, args.out, eval_args, args.calibration, texts))
         print(json.dumps(rows[-1]), flush=True)
     table = markdown(args.model, rows, bf16, eval_args, args.calibration, time.perf_counter() - t0)
     print(table)

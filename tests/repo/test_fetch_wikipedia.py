@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 wiki_module = pytest.importorskip(
@@ -41,3 +43,14 @@ def test_articles_skip_redirects_and_stubs(wiki):
         "</mediawiki>"
     ).encode()
     assert list(wiki.articles(xml)) == [("Long", body.strip())]
+
+
+def test_the_last_articles_are_held_out_of_the_calibration_file(wiki, tmp_path):
+    pages = [(f"Title {i}", f"Text {i}.") for i in range(5)]
+    out = tmp_path / "wiki.jsonl"
+    wiki.write(out, pages)
+    calibration = [json.loads(line)["text"] for line in out.read_text().splitlines()]
+    held_out = [json.loads(line)["text"] for line in (tmp_path / "wiki-heldout.jsonl").read_text().splitlines()]
+    assert calibration == [f"Title {i}\n\nText {i}." for i in range(5 - wiki.HELD_OUT)]
+    assert held_out == [f"Title {i}\n\nText {i}." for i in range(5 - wiki.HELD_OUT, 5)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wiki-heldout.jsonl", "wiki.jsonl"]  # no partial left
