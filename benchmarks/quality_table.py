@@ -73,19 +73,21 @@ def _private_bytes(pid: int) -> int:
     )
 
 
-def reference_perplexity(directory: Path | None, model: Path, text: str) -> float:
-    """Perplexity on the reference path of a checkpoint (None: of the source itself, float32), on `text` (a
-    corpus spec: builtin:eval, a .txt or .jsonl file)."""
+def reference_perplexities(directory: Path | None, model: Path, texts: list[str]) -> dict[str, float]:
+    """Perplexity on the reference path of a checkpoint (None: of the source itself, float32), loaded once, on each
+    of `texts` (corpus specs: builtin:eval, a .txt or .jsonl file)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from benchmarks.weight_error import perplexity
     from quantize import corpus, reference
 
-    windows = corpus.token_windows(AutoTokenizer.from_pretrained(model), corpus.load_texts(text), 512)
+    tokenizer = AutoTokenizer.from_pretrained(model)
     if directory is None:
-        return perplexity(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval(), windows)
-    return perplexity(reference.load_reference(directory), windows)
+        scored = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    else:
+        scored = reference.load_reference(directory)
+    return {text: perplexity(scored, corpus.token_windows(tokenizer, corpus.load_texts(text), 512)) for text in texts}
 
 
 def row(name: str, model: Path, out: Path, eval_args: list[str] | None, calibration: str, texts: list[str]) -> dict:
@@ -103,7 +105,7 @@ def row(name: str, model: Path, out: Path, eval_args: list[str] | None, calibrat
         "engine": info["arguments"]["engine"],
         "quantize_s": info["timings_s"]["total"],
         "peak_rss_gib": info["peak_rss_bytes"] / 2**30,
-        "reference_path_perplexity": {text: reference_perplexity(target, model, text) for text in texts},
+        "reference_path_perplexity": reference_perplexities(target, model, texts),
         **metrics,
     }
 
@@ -166,7 +168,7 @@ def main() -> None:
         "--eval-text",
         action="append",
         help="a text the reference path scores (repeatable; default builtin:eval; vLLM scores the built-in text "
-        "only); make wikipedia-heldout writes Wikipedia articles that no calibration window reaches",
+        "only); make wikipedia also writes Wikipedia articles that no calibration window reaches",
     )
     parser.add_argument("--max-windows", type=int, help="passed to eval: score only the first N windows")
     parser.add_argument("--reference-only", action="store_true", help="skip vLLM (slow on x86_64): reference path")
@@ -177,7 +179,7 @@ def main() -> None:
     eval_args = None if args.reference_only else ["--max-windows", str(args.max_windows)] if args.max_windows else []
     t0 = time.perf_counter()
     texts = args.eval_text or ["builtin:eval"]
-    bf16 = {text: reference_perplexity(None, args.model, text) for text in texts}
+    bf16 = reference_perplexities(None, args.model, texts)
     rows = []
     for name in names:
         rows.append(row(name, args.model, args.out, eval_args, args.calibration, texts))
