@@ -23,7 +23,7 @@ from .errors import QuantizeError
 
 LOG_PREFIX = re.compile(r"^\(\w+ pid=\d+\) [A-Z]+ [\d-]+ [\d:]+ \[[^\]]+\] ")  # "(Worker pid=49) ERROR 11-28 ..."
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
-STOP_GRACE_S = 30  # how long a server stopped during --detach's wait gets to exit before SIGKILL
+STOP_GRACE_S = 30  # how long a stopped server gets to exit before SIGKILL
 
 
 def _request(url: str, key: str | None, body: dict | None = None, timeout: float = 60) -> int:
@@ -78,10 +78,38 @@ def wait_ready(
     )
 
 
-def stop(pid: int) -> None:
-    """Stop a detached server and whatever it started (its process group)."""
+def stop(pid: int, grace: float = STOP_GRACE_S, process: subprocess.Popen | None = None) -> str | None:
+    """Stop a detached server and whatever it started (its process group `pid`): SIGTERM, then SIGKILL to what is
+    left after `grace` seconds (a vLLM API server whose engine died can ignore SIGTERM). `process`, when the server
+    is this process's child, is reaped as it exits. Returns the signal that emptied the group, or None if it had
+    already gone."""
+    if not _group_alive(pid):
+        return None
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if process is not None:
+            process.poll()  # a child that has exited stays a zombie, and in the group, until reaped
+        if not _group_alive(pid):
+            return "SIGTERM"
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    if process is not None:
+        process.wait()
+    return "SIGKILL"
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs: zombies, which hold no memory or port, do not count (an
+    orphaned server's are reaped by whatever adopted it, which may be slow to, e.g. a container's first process)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            if int(group) == pgid and state not in "ZX":
+                return True
+    return False
 
 
 class _Signalled(Exception):
@@ -122,14 +150,9 @@ def _owned(process: subprocess.Popen, pid_file: Path):
 
 
 def _stop_and_forget(process: subprocess.Popen, pid_file: Path) -> None:
-    """Stop the server's process group, give it STOP_GRACE_S to exit (then SIGKILL), remove its pid file."""
-    stop(process.pid)
-    try:
-        process.wait(STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    """Stop the server's process group (`stop`), reap it, remove its pid file."""
+    stop(process.pid, process=process)
+    process.wait()
     pid_file.unlink(missing_ok=True)
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+from quantize import detached  # noqa: E402
 from tests.tiny_models import fixture  # noqa: E402
 from tools import faults  # noqa: E402
 
@@ -194,7 +195,7 @@ def check_serve(checkpoint: Path, work: Path) -> None:
         with urllib.request.urlopen(request, timeout=600) as response:
             answer = json.load(response)
     finally:
-        os.killpg(served["pid"], 15)
+        detached.stop(served["pid"])  # SIGKILL after a grace: an API server can outlive its engine under QEMU
     steps.append(("serve, one completion", time.perf_counter() - t0, "ok"))
     print(f"    ready after {served['seconds_to_first_answer']} s, dtype {served['dtype']}")
     print(f"    answered: {answer['choices'][0]['text']!r} ({answer['usage']['completion_tokens']} tokens)")

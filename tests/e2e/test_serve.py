@@ -363,7 +363,8 @@ def test_a_server_that_fails_to_start_reports_vllms_error(llama_ckpt, tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_detach_stopped_while_waiting_stops_its_server(llama_ckpt, tmp_path, sig):
     """Killing `serve --detach` (or Ctrl-C) during the readiness wait stops the server it started and removes
-    the pid file, so nothing keeps holding the port."""
+    the pid file, so nothing keeps holding the port. (SIGINT as from a terminal: a shell starts a background job,
+    `make test &`, with SIGINT ignored, and then no process of it can be interrupted.)"""
     import subprocess
     import sys
     import time
@@ -371,21 +372,24 @@ def test_a_detach_stopped_while_waiting_stops_its_server(llama_ckpt, tmp_path, s
     log = tmp_path / "serve.log"
     argv = [sys.executable, "-m", "quantize", "serve", str(llama_ckpt), "--detach", "--port", str(free_port())]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
-    parent = subprocess.Popen([*argv, "--log", str(log)], env=env, stderr=subprocess.PIPE, text=True)
+    parent = subprocess.Popen([*argv, "--log", str(log)], env=env, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     pid_file = log.with_suffix(".pid")
     deadline = time.monotonic() + 120
     while not pid_file.exists() and time.monotonic() < deadline and parent.poll() is None:
         time.sleep(0.2)
     server_pid = int(pid_file.read_text())
-    parent.send_signal(sig)
-    _, err = parent.communicate(timeout=120)
-    assert parent.returncode == 128 + sig, err[-2000:]
-    assert err.strip().splitlines()[-1] == (
-        f"error: {sig.name} while waiting for the server: stopped it (pid {server_pid}) (fix: run serve --detach again)"
-    )
-    assert not pid_file.exists()
-    deadline = time.monotonic() + 30  # the server has exited; its engine's processes follow within seconds
-    with pytest.raises(ProcessLookupError):  # the server's whole process group is gone
-        while time.monotonic() < deadline:
-            os.killpg(server_pid, 0)
-            time.sleep(0.5)
+    try:
+        parent.send_signal(sig)
+        _, err = parent.communicate(timeout=120)
+        assert parent.returncode == 128 + sig, err[-2000:]
+        stopped = f"stopped it (pid {server_pid}) (fix: run serve --detach again)"
+        assert err.strip().splitlines()[-1] == f"error: {sig.name} while waiting for the server: {stopped}"
+        assert not pid_file.exists()
+        deadline = time.monotonic() + 30  # the server has exited; its engine's processes follow within seconds
+        with pytest.raises(ProcessLookupError):  # the server's whole process group is gone
+            while time.monotonic() < deadline:
+                os.killpg(server_pid, 0)
+                time.sleep(0.5)
+    finally:
+        detached.stop(server_pid)  # a failed check leaves no server behind
