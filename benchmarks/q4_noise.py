@@ -8,7 +8,7 @@ any more, then quantize both models with each method and compare the methods' ga
 what holds GPTQ back, the gap widens on the noised model.
 
     python -m benchmarks.q4_noise SOURCE --calibration models/wikipedia.jsonl --work out/q4-noise \
-        [--methods mse,gptq,imatrix] [--markdown docs/q4-noise.md]
+        [--methods mse,gptq,imatrix,awq-gptq] [--markdown docs/q4-noise.md]
 
 Every checkpoint is written by the real CLI (`python -m quantize`), every perplexity is the PyTorch reference
 path of `python -m benchmarks.weight_error perplexity` (int4 weights dequantized, int8 per-token activations).
@@ -41,7 +41,9 @@ METHOD_ARGS = {
     # float32 load: the gptq rows of docs/quality.md show bf16 and float32 loads within a point of each other
     "gptq": ["--method", "gptq", "--dtype", "float32"],
     "imatrix": ["--method", "imatrix", "--dtype", "float32"],
+    "awq-gptq": ["--method", "awq-gptq", "--dtype", "float32"],
 }
+CALIBRATED = ("gptq", "imatrix", "awq-gptq")
 
 
 def blocks(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -82,7 +84,7 @@ def add_noise(model, seed: int = SEED) -> dict[str, tuple[float, float]]:
 
 def quantize(source: Path, method: str, target: Path, calibration: str, samples: int) -> dict:
     args = [str(source), *METHOD_ARGS[method], "--scheme", "groupwise", "--groupsize", str(BLOCK)]
-    if method in ("gptq", "imatrix"):
+    if method in CALIBRATED:
         args += ["--calibration", calibration, "--calibration-samples", str(samples)]
     cli(*args, "--output-dir", str(target), "--overwrite")
     manifest = json.loads((target / "quantization-manifest.json").read_text())
