@@ -30,6 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from benchmarks.quality_table import cli
 from benchmarks.weight_error import TEXTS, perplexity
 from quantize import corpus, reference
+from quantize.recipe import CALIBRATED_METHODS
 
 BLOCK = 32  # Q4_1's block, along the input dimension (the same blocks as --groupsize 32)
 LEVELS = 15  # steps between a Q4_1 block's min and max
@@ -43,7 +44,6 @@ METHOD_ARGS = {
     "imatrix": ["--method", "imatrix", "--dtype", "float32"],
     "awq-gptq": ["--method", "awq-gptq", "--dtype", "float32"],
 }
-CALIBRATED = ("gptq", "imatrix", "awq-gptq")
 
 
 def blocks(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -84,7 +84,7 @@ def add_noise(model, seed: int = SEED) -> dict[str, tuple[float, float]]:
 
 def quantize(source: Path, method: str, target: Path, calibration: str, samples: int) -> dict:
     args = [str(source), *METHOD_ARGS[method], "--scheme", "groupwise", "--groupsize", str(BLOCK)]
-    if method in CALIBRATED:
+    if method in CALIBRATED_METHODS:
         args += ["--calibration", calibration, "--calibration-samples", str(samples)]
     cli(*args, "--output-dir", str(target), "--overwrite")
     manifest = json.loads((target / "quantization-manifest.json").read_text())
